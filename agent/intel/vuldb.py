@@ -1,0 +1,456 @@
+"""VulDB CTI Markdown pages -> one `Campaign` per page.
+
+Owns the page grammar of the public `vuldb/cyber_threat_intelligence`
+collection in all its published generations (see docs/intel-formats.md):
+plain or linked IP cells, 4- or 5-column IOC and TTP tables, `...` rows and
+"There are N more X items available" lines for withheld data, backticked IOA
+indicators that may contain `|`. A line-oriented state machine with no
+backtracking regex; IPv4 rows take a C fast path (`inet_pton`).
+
+Pure: the text in, a `LoadResult` out; malformed input becomes LoadProblems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.intel.model import (
+    IOA,
+    IOC,
+    Actor,
+    Campaign,
+    CampaignKind,
+    Confidence,
+    IOAType,
+    IPNetwork,
+    LoadProblem,
+    LoadResult,
+    SourceRef,
+    Technique,
+)
+
+TITLE_SUFFIX = " - Cyber Threat Intelligence"
+
+_CONFIDENCES: dict[str, Confidence] = {c.value: c for c in Confidence}
+# VulDB's older pages say "Middle" in a few places; treat as Medium.
+_CONFIDENCES["Middle"] = Confidence.MEDIUM
+
+_IOA_TYPES: dict[str, IOAType] = {
+    "file": IOAType.FILE,
+    "argument": IOAType.ARGUMENT,
+    "library": IOAType.LIBRARY,
+    "input value": IOAType.INPUT_VALUE,
+    "pattern": IOAType.PATTERN,
+    "network port": IOAType.NETWORK_PORT,
+}
+
+# Heading word -> section key; "There are N more <word> items" uses the same words.
+_SECTIONS: dict[str, str] = {
+    "ioc": "ioc",
+    "ttp": "ttp",
+    "ioa": "ioa",
+    "countries": "country",
+    "country": "country",
+    "actors": "actor",
+    "actor": "actor",
+    "campaigns": "campaign",
+    "campaign": "campaign",
+    "references": "references",
+    "literature": "literature",
+    "license": "license",
+}
+
+_WITHHELD_PREFIX = "There are "
+_WITHHELD_MARK = " more "
+_EMPTY_CELLS = frozenset({"", "-", "..."})
+
+
+def slugify(name: str) -> str:
+    """Lowercase ASCII slug for indicator IDs: 'Rusty Flag' -> 'rusty-flag'."""
+    out: list[str] = []
+    dash = False
+    for ch in name.lower():
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+            dash = False
+        elif not dash and out:
+            out.append("-")
+            dash = True
+    slug = "".join(out).strip("-")
+    return slug or "unnamed"
+
+
+def link_text(cell: str) -> str:
+    """`[text](url)` -> text; anything else unchanged."""
+    if cell.startswith("[") and "](" in cell:
+        return cell[1 : cell.index("](")]
+    return cell
+
+
+def parse_ip_cell(cell: str) -> IPNetwork | None:
+    """An IOC's IP cell -> network (host route for a plain address); None if invalid.
+
+    Dotted quads take the `inet_pton` fast path (strict: no leading zeros, no
+    short forms); IPv6 and CIDR forms go through `ipaddress`.
+    """
+    text = link_text(cell).strip()
+    if "/" not in text and ":" not in text:
+        try:
+            packed = socket.inet_pton(socket.AF_INET, text)
+        except (OSError, ValueError):
+            return None
+        return ipaddress.IPv4Network(int.from_bytes(packed, "big"))
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def strip_code(cell: str) -> str:
+    """Markdown code span -> its content: `` `a|b` `` -> 'a|b' (backslashes are literal)."""
+    if len(cell) >= 2 and cell[0] == "`" and cell[-1] == "`":
+        ticks = len(cell) - len(cell.lstrip("`"))
+        ticks = min(ticks, len(cell) - len(cell.rstrip("`")))
+        inner = cell[ticks : len(cell) - ticks]
+        if ticks > 1 and len(inner) >= 2 and inner[0] == " " and inner[-1] == " ":
+            inner = inner[1:-1]
+        return inner
+    return cell
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Column indexes of a table, from its header row."""
+
+    names: list[str]
+    width: int = 0
+    host_at: int = 0
+    assoc_at: int = 0
+
+    def __post_init__(self) -> None:
+        self.width = len(self.names)
+        self.host_at = max(self.index("hostname"), 0)
+        self.assoc_at = max(self.index("actor", "campaign"), 0)
+
+    def index(self, *candidates: str) -> int:
+        for name in candidates:
+            if name in self.names:
+                return self.names.index(name)
+        return -1
+
+
+@dataclass(slots=True)
+class _PageBuilder:
+    """Mutable accumulator for one page; frozen into a Campaign at the end."""
+
+    path: str
+    name: str = ""
+    kind: CampaignKind | None = None
+    slug: str = ""
+    actors: list[Actor] = field(default_factory=list)
+    iocs: list[IOC] = field(default_factory=list)
+    techniques: list[Technique] = field(default_factory=list)
+    ioas: list[IOA] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    countries: list[str] = field(default_factory=list)
+    related: list[str] = field(default_factory=list)
+    withheld: dict[str, int] = field(default_factory=dict)
+    problems: list[LoadProblem] = field(default_factory=list)
+
+    def warn(self, line: int, message: str) -> None:
+        self.problems.append(LoadProblem(SourceRef(self.path, line), message, fatal=False))
+
+    def confidence(self, text: str, line: int) -> Confidence:
+        found = _CONFIDENCES.get(text)
+        if found is None:
+            found = _CONFIDENCES.get(text.capitalize())
+        if found is None:
+            self.warn(line, f"unknown confidence {text!r}, read as Low")
+            return Confidence.LOW
+        return found
+
+
+def parse_vuldb(text: str, path: str) -> LoadResult:
+    """Parse one VulDB CTI Markdown page. Never raises on any text."""
+    page = _PageBuilder(path)
+    page.slug = slugify(path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    lines = text.split("\n")
+    section = ""
+    columns: _Columns | None = None
+    row_parsers: dict[str, Callable[[_PageBuilder, list[str], str, int, _Columns | None], None]]
+    row_parsers = {
+        "ioc": _ioc_row,
+        "ttp": _ttp_row,
+        "ioa": _ioa_row,
+        "actor": _actor_row,
+    }
+    row_parser = None
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        first = line[0]
+        if first.isdigit():
+            # A table row (the common case, so tested first).
+            if row_parser is None:
+                if section not in ("literature", "license", "references"):
+                    page.warn(lineno, "table row outside a table, ignored")
+                continue
+            cells = line.split("|")
+            if len(cells) < 3:
+                page.warn(lineno, "malformed table row, ignored")
+                continue
+            if cells[1].strip() == "...":
+                continue  # the truncation row; the count follows in "There are N more"
+            try:
+                row_parser(page, cells, line, lineno, columns)
+            except (ValueError, IndexError) as exc:  # defensive: a row must not sink the page
+                page.warn(lineno, f"unreadable {section.upper()} row: {exc}")
+            continue
+        if first == "#":
+            if line.startswith("## "):
+                word = line[3:].split(" ", 1)[0].lower()
+                section = _SECTIONS.get(word, "other")
+                columns = None
+                row_parser = None
+            elif line.startswith("# ") and not page.name:
+                page.name = _title_name(line, page, lineno)
+                page.slug = slugify(page.name)
+            continue
+        if first == "*" and line.startswith("* "):
+            _bullet(page, section, line[2:].strip(), lineno)
+            continue
+        if line.startswith("ID |") or line.startswith("ID|"):
+            columns = _Columns([c.strip().lower() for c in line.split("|")])
+            row_parser = row_parsers.get(section)
+            continue
+        if line.startswith("--"):
+            continue  # header separator
+        if line.startswith(_WITHHELD_PREFIX) and _WITHHELD_MARK in line:
+            _withheld(page, line, lineno)
+            continue
+        if page.kind is None and "known as" in line:
+            if "of the campaign known as" in line:
+                page.kind = CampaignKind.CAMPAIGN
+            elif "of the actor known as" in line:
+                page.kind = CampaignKind.ACTOR
+    return _finish(page, text)
+
+
+def _title_name(line: str, page: _PageBuilder, lineno: int) -> str:
+    title = line[2:].strip()
+    if title.endswith(TITLE_SUFFIX):
+        return title[: -len(TITLE_SUFFIX)].strip()
+    page.warn(lineno, f"title lacks {TITLE_SUFFIX.strip()!r}; using it whole as the name")
+    return title
+
+
+def _bullet(page: _PageBuilder, section: str, item: str, lineno: int) -> None:
+    if item == "..." or not item:
+        return
+    if section == "references":
+        page.references.append(link_text(item))
+    elif section == "country":
+        page.countries.append(link_text(item))
+    elif section == "campaign":
+        page.related.append(link_text(item))
+
+
+def _withheld(page: _PageBuilder, line: str, lineno: int) -> None:
+    # "There are 8 more IOC items available. ..." -> ("ioc", 8)
+    rest = line[len(_WITHHELD_PREFIX) :]
+    count_text, _, after = rest.partition(_WITHHELD_MARK)
+    word = after.split(" ", 1)[0].lower()
+    key = _SECTIONS.get(word)
+    if not count_text.isdigit() or key is None:
+        page.warn(lineno, f"unrecognized withheld-items line: {line[:80]!r}")
+        return
+    count = int(count_text)
+    page.withheld[key] = page.withheld.get(key, 0) + count
+    page.warn(lineno, f"page withholds {count} more {word} items (truncated by VulDB)")
+
+
+def _ioc_row(
+    page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
+) -> None:
+    # Hot path (hundreds of thousands of rows): strip only the cells used.
+    n = len(cells)
+    # Standard layouts: ID | IP | Hostname | [Actor|Campaign |] Confidence
+    host_at = 2 if n >= 4 else 0
+    assoc_at = 3 if n >= 5 else 0
+    if columns is not None and columns.width == n:
+        host_at = columns.host_at
+        assoc_at = columns.assoc_at
+    ip_cell = cells[1].strip()
+    host_cell = cells[host_at].strip() if host_at > 0 else "-"
+    network: IPNetwork | None = None
+    if ip_cell[:1] == "[":
+        end = ip_cell.find("](")
+        ip_text = ip_cell[1:end] if end > 0 else ip_cell
+    else:
+        ip_text = ip_cell
+    if ip_text not in _EMPTY_CELLS:
+        try:
+            # Fast path for dotted quads; strict (no leading zeros, no short forms).
+            network = ipaddress.IPv4Network(
+                int.from_bytes(socket.inet_pton(socket.AF_INET, ip_text), "big")
+            )
+        except (OSError, ValueError):
+            network = parse_ip_cell(ip_text)
+    hostname = host_cell if host_cell not in _EMPTY_CELLS else None
+    if hostname is not None and (" " in hostname or "\t" in hostname):
+        page.warn(lineno, f"hostname {hostname!r} has whitespace, ignored")
+        hostname = None
+    if network is None:
+        if ip_text not in _EMPTY_CELLS:
+            page.warn(lineno, f"invalid IP address {ip_text!r}")
+        if hostname is None:
+            page.warn(lineno, "IOC row has neither a valid address nor a hostname, skipped")
+            return
+    actor: str | None = None
+    if assoc_at > 0:
+        assoc_cell = cells[assoc_at].strip()
+        if assoc_cell not in _EMPTY_CELLS:
+            actor = link_text(assoc_cell)
+    if page.kind is CampaignKind.ACTOR:
+        # On actor pages the 4th column names a campaign of that actor.
+        if actor is not None and actor not in page.related:
+            page.related.append(actor)
+        actor = page.name or None
+    conf_text = cells[-1].strip()
+    confidence = _CONFIDENCES.get(conf_text) or page.confidence(conf_text, lineno)
+    page.iocs.append(
+        IOC(
+            id=f"{page.slug}:ioc:{len(page.iocs) + 1}",
+            network=network,
+            hostname=hostname,
+            actor=actor,
+            confidence=confidence,
+            source=SourceRef(page.path, lineno),
+        )
+    )
+
+
+def _ttp_row(
+    page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
+) -> None:
+    cells = [c.strip() for c in cells]
+    attack_id = cells[1]
+    weak_at = columns.index("weakness") if columns is not None else -1
+    desc_at = columns.index("description") if columns is not None else -1
+    if columns is None or len(columns.names) != len(cells):
+        weak_at = 2 if len(cells) >= 5 else -1
+        desc_at = len(cells) - 2
+    weakness = cells[weak_at] if weak_at > 0 else "-"
+    description = cells[desc_at] if desc_at > 1 else ""
+    cwes = tuple(
+        w.strip() for w in weakness.split(",") if w.strip() and w.strip() not in _EMPTY_CELLS
+    )
+    if not _is_attack_id(attack_id):
+        page.warn(lineno, f"unusual technique ID {attack_id!r}")
+    page.techniques.append(
+        Technique(
+            attack_id=attack_id,
+            cwes=cwes,
+            description=description,
+            confidence=page.confidence(cells[-1], lineno),
+            source=SourceRef(page.path, lineno),
+        )
+    )
+
+
+def _is_attack_id(text: str) -> bool:
+    # T1234 or T1234.567
+    if len(text) not in (5, 9) or text[0] != "T" or not text[1:5].isdigit():
+        return False
+    return len(text) == 5 or (text[5] == "." and text[6:].isdigit())
+
+
+def _ioa_row(
+    page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
+) -> None:
+    # The indicator may contain "|" (e.g. Pattern `|11|`): take the type after the
+    # first separator and the confidence after the last; the indicator is between.
+    first = line.index("|")
+    second = line.find("|", first + 1)
+    last = line.rfind("|")
+    if second < 0 or last <= second:
+        page.warn(lineno, "IOA row lacks an indicator or a confidence, skipped")
+        return
+    type_text = line[first + 1 : second].strip()
+    indicator = strip_code(line[second + 1 : last].strip())
+    conf_text = line[last + 1 :].strip()
+    ioa_type = _IOA_TYPES.get(type_text.lower())
+    if ioa_type is None:
+        page.warn(lineno, f"unknown IOA type {type_text!r}, skipped")
+        return
+    if not indicator:
+        page.warn(lineno, "empty IOA indicator, skipped")
+        return
+    confidence = page.confidence(conf_text, lineno)
+    source = SourceRef(page.path, lineno)
+    values = [indicator]
+    if ioa_type is IOAType.ARGUMENT and "/" in indicator:
+        # `a/b` names two arguments; matching must see both.
+        values = [v.strip() for v in indicator.split("/") if v.strip()]
+    slug = page.slug
+    for value in values:
+        page.ioas.append(
+            IOA(
+                id=f"{slug}:ioa:{len(page.ioas) + 1}",
+                type=ioa_type,
+                value=value,
+                confidence=confidence,
+                source=source,
+            )
+        )
+
+
+def _actor_row(
+    page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
+) -> None:
+    cells = [c.strip() for c in cells]
+    name = link_text(cells[1])
+    if name in _EMPTY_CELLS:
+        return
+    page.actors.append(Actor(name=name, confidence=page.confidence(cells[-1], lineno)))
+
+
+def _finish(page: _PageBuilder, text: str) -> LoadResult:
+    if not page.name:
+        return LoadResult(
+            problems=(
+                *page.problems,
+                LoadProblem(
+                    SourceRef(page.path, 1),
+                    f"not a VulDB CTI page: no '# NAME{TITLE_SUFFIX}' title",
+                ),
+            )
+        )
+    kind = page.kind
+    if kind is None:
+        page.warn(1, "page does not say 'actor known as' or 'campaign known as'; read as actor")
+        kind = CampaignKind.ACTOR
+    if not page.iocs and not page.ioas and not page.techniques:
+        page.warn(1, "page has no IOC, TTP or IOA rows")
+    warnings = tuple(p.message if not p.source.line else str(p) for p in page.problems)
+    campaign = Campaign(
+        name=page.name,
+        kind=kind,
+        source=page.path,
+        content_hash=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+        actors=tuple(page.actors),
+        iocs=tuple(page.iocs),
+        techniques=tuple(page.techniques),
+        ioas=tuple(page.ioas),
+        references=tuple(page.references),
+        countries=tuple(page.countries),
+        related_campaigns=tuple(page.related),
+        withheld=tuple(sorted(page.withheld.items())),
+        warnings=warnings,
+    )
+    return LoadResult(campaigns=(campaign,), problems=tuple(page.problems))
