@@ -1,0 +1,172 @@
+"""The decision core: packet bytes in, a Decision out. No I/O.
+
+The live NFQUEUE path and `replay` both call `DecisionCore.decide()`; only
+the ends (where bytes come from, where verdicts and events go) differ.
+Flow state lives here; the Detector (intel-dependent) is swapped on reload
+without losing flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.core.decision import (
+    AnomalyKind,
+    Decision,
+    HttpInfo,
+    PacketMeta,
+    Reason,
+    Verdict,
+    Where,
+)
+from agent.core.decode import DecodeFailure, decode_ip
+from agent.core.detector import Detector
+from agent.core.flows import Flow, FlowTable
+from agent.core.http import HttpRequestStream
+from agent.core.tlsdns import dns_query_name, tls_client_hello_sni
+from agent.intel.model import Action, EvidenceKind
+
+_TCP = 6
+_UDP = 17
+_DNS_PORT = 53
+_TLS_PORT = 443
+_BODY_ONLY = frozenset({Where.BODY})
+DEFAULT_HTTP_PORTS = frozenset({80, 8000, 8080, 6862, 6870})
+
+
+@dataclass(frozen=True, slots=True)
+class CoreLimits:
+    http_ports: frozenset[int] = DEFAULT_HTTP_PORTS
+    inspect_depth: int = 16384
+    max_flows: int = 65536
+    idle_timeout: float = 120.0
+
+
+class _HttpFlowState:
+    """Per-flow HTTP state: the incremental parser and which request heads were inspected early."""
+
+    __slots__ = ("early_seq", "stream")
+
+    def __init__(self, depth: int) -> None:
+        self.stream = HttpRequestStream(max_body=depth)
+        self.early_seq = -1
+
+
+class DecisionCore:
+    def __init__(self, detector: Detector, limits: CoreLimits | None = None) -> None:
+        self.detector = detector
+        self.limits = limits or CoreLimits()
+        self.flows = FlowTable(
+            max_flows=self.limits.max_flows,
+            idle_timeout=self.limits.idle_timeout,
+            depth=self.limits.inspect_depth,
+            server_ports=self.limits.http_ports,
+        )
+
+    def swap_detector(self, detector: Detector) -> None:
+        """Switch to new intel; flows in progress keep their state."""
+        self.detector = detector
+
+    # -- the one entry point ---------------------------------------------------------------
+
+    def decide(self, data: bytes, meta: PacketMeta) -> Decision:
+        detector = self.detector
+        version = detector.intel_version
+        packet = decode_ip(data)
+        if isinstance(packet, DecodeFailure):
+            return Decision(Verdict.ACCEPT, version, decode_failure=packet.reason)
+
+        reasons = detector.address_reasons(packet)
+        update = self.flows.feed(packet, meta.timestamp)
+        flow = update.flow
+        anomalies = list(update.anomalies)
+        http_info: HttpInfo | None = None
+
+        if flow.blocked:
+            return self._finish(reasons, flow, None, anomalies, already_blocked=True)
+
+        if update.to_server and update.new_data:
+            if packet.proto == _TCP and flow.key.dest_port in self.limits.http_ports:
+                http_info = self._inspect_http(flow, update.new_data, update.depth_reached, reasons, anomalies)
+            elif packet.proto == _TCP and flow.key.dest_port == _TLS_PORT:
+                sni = tls_client_hello_sni(update.new_data)
+                if sni:
+                    reasons.extend(detector.hostname_reasons(sni, Where.SNI))
+        if packet.proto == _UDP and packet.dport == _DNS_PORT and packet.payload:
+            qname = dns_query_name(packet.payload)
+            if qname:
+                reasons.extend(detector.hostname_reasons(qname, Where.DNS))
+        return self._finish(reasons, flow, http_info, anomalies, already_blocked=False)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _inspect_http(
+        self,
+        flow: Flow,
+        data: bytes,
+        depth_reached: bool,
+        reasons: list[Reason],
+        anomalies: list[tuple[AnomalyKind, str]],
+    ) -> HttpInfo | None:
+        state = flow.inspector_state
+        if not isinstance(state, _HttpFlowState):
+            state = _HttpFlowState(self.limits.inspect_depth)
+            flow.inspector_state = state
+        requests = state.stream.feed(data)
+        if depth_reached:
+            # What is left of a request at the depth limit is inspected as it stands.
+            requests.extend(state.stream.finish())
+        pending = state.stream.head_pending()
+        if pending is not None and pending.seq > state.early_seq:
+            # Inspect the head now: a malicious target is stopped before its body arrives.
+            requests.append(pending)
+        info: HttpInfo | None = None
+        for request in requests:
+            early = request is pending
+            only = _BODY_ONLY if (not early and request.seq == state.early_seq) else None
+            found, path = self.detector.request_reasons(request, only=only)
+            reasons.extend(found)
+            if early:
+                state.early_seq = request.seq
+            for text in request.anomalies:
+                anomalies.append((AnomalyKind.HTTP_PARSE_ERROR, text))
+            info = HttpInfo(request.method, request.host, request.target, path)
+        return info
+
+    # -- verdict ---------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        reasons: list[Reason],
+        flow: Flow,
+        http: HttpInfo | None,
+        anomalies: list[tuple[AnomalyKind, str]],
+        *,
+        already_blocked: bool,
+    ) -> Decision:
+        dry_run = self.detector.policy.dry_run
+        verdict = Verdict.ACCEPT
+        if already_blocked:
+            verdict = Verdict.WOULD_DROP if dry_run else Verdict.DROP
+        for reason in reasons:
+            if reason.action == Action.DROP:
+                verdict = Verdict.WOULD_DROP if dry_run else Verdict.DROP
+                break
+            if reason.action == Action.FLAG:
+                verdict = Verdict.FLAG
+        if anomalies and verdict == Verdict.ACCEPT:
+            if self.detector.policy.default_action(EvidenceKind.HTTP_ANOMALY) != Action.ACCEPT:
+                verdict = Verdict.FLAG
+        block = verdict == Verdict.DROP and flow.key.proto == "TCP"
+        if block:
+            flow.blocked = True
+        return Decision(
+            verdict,
+            self.detector.intel_version,
+            reasons=tuple(reasons),
+            flow=flow.key,
+            flow_id=flow.id,
+            http=http,
+            anomalies=tuple(anomalies),
+            block_flow=block and not already_blocked,
+        )

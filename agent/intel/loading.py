@@ -1,0 +1,70 @@
+"""Which intel the agent loads: configured sources, `--intel` additions, the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import EMBEDDED_INTEL, Settings
+from agent.intel.model import LoadProblem, LoadResult, SourceRef
+from agent.intel.snapshot import IntelSnapshot, build_snapshot
+from agent.intel.sources import load_sources
+
+
+def embedded_intel_dir() -> Path:
+    """The default campaign shipped with the agent (wheel) or in the source tree."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (
+        package_dir / "default_intel",
+        package_dir.parent / "configs" / "campaigns",
+        Path("/etc/rustyflag-agent/campaigns"),
+    ):
+        if candidate.is_dir():
+            return candidate
+    return package_dir / "default_intel"
+
+
+@dataclass(frozen=True, slots=True)
+class IntelLoad:
+    """The outcome of loading every source: a snapshot when usable, and all problems."""
+
+    sources: tuple[Path, ...]
+    result: LoadResult
+    snapshot: IntelSnapshot | None
+
+    @property
+    def errors(self) -> tuple[LoadProblem, ...]:
+        return tuple(p for p in self.result.problems if p.fatal)
+
+    @property
+    def warnings(self) -> tuple[LoadProblem, ...]:
+        return tuple(p for p in self.result.problems if not p.fatal)
+
+
+def resolve_sources(
+    settings: Settings, extra: Sequence[Path] = (), *, include_configured: bool = True
+) -> list[Path]:
+    paths: list[Path] = []
+    if include_configured:
+        for source in settings.intel.sources:
+            paths.append(embedded_intel_dir() if source == EMBEDDED_INTEL else Path(source))
+    paths.extend(extra)
+    return paths
+
+
+def load_intel(
+    settings: Settings, extra: Sequence[Path] = (), *, include_configured: bool = True
+) -> IntelLoad:
+    """Load every source; the snapshot is None when any source has a fatal problem."""
+    paths = resolve_sources(settings, extra, include_configured=include_configured)
+    if not paths:
+        problem = LoadProblem(SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)")
+        return IntelLoad((), LoadResult((), (problem,)), None)
+    overrides = {Path(k): v for k, v in settings.intel.formats.items()}
+    result = load_sources(paths, overrides)
+    snapshot = build_snapshot(result.campaigns) if result.ok and result.campaigns else None
+    if result.ok and not result.campaigns:
+        problem = LoadProblem(SourceRef(str(paths[0])), "no campaign found in the intel sources")
+        result = LoadResult(result.campaigns, (*result.problems, problem))
+    return IntelLoad(tuple(paths), result, snapshot)
