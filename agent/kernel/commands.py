@@ -65,3 +65,7 @@ class CommandRunner:
             raise KernelError(f"{' '.join(argv[:3])} failed (rc={result.returncode})",
                               result.stderr.strip())
         return result
+
+
+# The runner for the host's own namespace (the service's default).
+HOST_RUNNER = CommandRunner()

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.kernel.commands import CommandRunner
+from agent.kernel.commands import HOST_RUNNER, CommandRunner
 from agent.kernel.errors import KernelError
 
 Hook = Literal["forward", "input", "output"]
@@ -178,7 +178,9 @@ def _block_rules(spec: RulesetSpec) -> list[str]:
         rules.append(f'{counted} counter name "blocked_flow"')
         return rules
     if spec.reset_blocked:
-        rules.append(f'{counted} meta l4proto tcp counter name "blocked_flow" reject with tcp reset')
+        rules.append(
+            f'{counted} meta l4proto tcp counter name "blocked_flow" reject with tcp reset'
+        )
     rules.append(f'{counted} counter name "blocked_flow" drop')
     return rules
 
@@ -197,12 +199,11 @@ def _queue_rules(spec: RulesetSpec) -> list[str]:
     if spec.queue_dns_tls:
         first = f"ct direction original ct original packets <= {DNS_TLS_FIRST_PACKETS}"
         rules.append(f'meta l4proto udp udp dport 53 {first} counter name "queued_dns" {action}')
-        rules.append(
-            f'meta l4proto tcp tcp dport 53 {first} {HAS_PAYLOAD} counter name "queued_dns" {action}'
-        )
-        rules.append(
-            f'meta l4proto tcp tcp dport 443 {first} {HAS_PAYLOAD} counter name "queued_tls" {action}'
-        )
+        for port, counter in ((53, "queued_dns"), (443, "queued_tls")):
+            rules.append(
+                f"meta l4proto tcp tcp dport {port} {first} {HAS_PAYLOAD} "
+                f'counter name "{counter}" {action}'
+            )
     return rules
 
 
@@ -250,10 +251,12 @@ def render_ruleset(spec: RulesetSpec) -> str:
         "\tset ioc_net_v6 { type ipv6_addr; flags interval; }",
     ]
     ports = ", ".join(str(p) for p in sorted(set(spec.http_ports)))
-    lines.append("\tset http_ports { type inet_service;" + (f" elements = {{ {ports} }};" if ports else "") + " }")
+    port_elements = f" elements = {{ {ports} }};" if ports else ""
+    lines.append(f"\tset http_ports {{ type inet_service;{port_elements} }}")
     lines.extend(f"\tcounter {name} {{}}" for name in COUNTER_NAMES)
     lines.append(f"\tchain {FILTER_CHAIN} {{")
-    lines.extend(f"\t\t{rule}" for rule in (*_ioc_rules(spec), *_block_rules(spec), *_queue_rules(spec)))
+    filter_rules = (*_ioc_rules(spec), *_block_rules(spec), *_queue_rules(spec))
+    lines.extend(f"\t\t{rule}" for rule in filter_rules)
     lines.append("\t}")
     lines.append(f"\tchain {BLOCK_CHAIN} {{")
     lines.extend(f"\t\t{rule}" for rule in _block_rules(spec))
@@ -287,7 +290,7 @@ def render_set_update(spec: RulesetSpec) -> str:
 class NftablesAdapter:
     """Applies rendered text with `nft -f -` and reads the table back."""
 
-    runner: CommandRunner = CommandRunner()
+    runner: CommandRunner = HOST_RUNNER
     table: str = "rustyflag"
 
     def apply(self, text: str) -> None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.kernel.commands import CommandRunner
+from agent.kernel.commands import HOST_RUNNER, CommandRunner
 
 ProbeChoice = Literal["nft", "xt"] | None
 
@@ -72,7 +72,7 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "failed without a message"
 
 
-def probe_queue_backend(runner: CommandRunner = CommandRunner()) -> QueueBackendProbe:
+def probe_queue_backend(runner: CommandRunner = HOST_RUNNER) -> QueueBackendProbe:
     """Probe both backends; prefer nft (one ruleset, no iptables) when it works."""
     suffix = os.getpid() % 100000
     nft_ok, nft_detail = _probe_nft(runner, f"rf_probe_{suffix}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from agent.kernel.commands import CommandRunner
+from agent.kernel.commands import HOST_RUNNER, CommandRunner
 from agent.kernel.errors import KernelError
 from agent.kernel.nftables import RulesetSpec
 
@@ -53,7 +53,7 @@ def xt_chain_rules(spec: RulesetSpec) -> list[list[str]]:
 class XtQueueRules:
     """Installs and removes the agent's iptables-nft queue chain; both idempotent."""
 
-    runner: CommandRunner = CommandRunner()
+    runner: CommandRunner = HOST_RUNNER
 
     def _xt(self, tool: str, *args: str) -> bool:
         return self.runner.run([tool, "-w", "-t", XT_TABLE, *args]).ok
