@@ -1,0 +1,425 @@
+"""Incremental HTTP/1.x request parsing for one client->server flow.
+
+Owns framing only: which bytes form which request, and whether that framing
+is trustworthy. Normalization and parameter extraction live in
+`normalize.py` and `params.py`. llhttp (via httptools) parses in its default
+strict mode, which already rejects CL+TE, duplicate Content-Length, bare LF,
+obs-fold, bad tokens and non-HTTP bytes; this module adds the checks llhttp
+lets through (duplicate Host, Transfer-Encoding on HTTP/1.0, underscore
+lookalikes of framing headers, absolute-form host mismatch, framing headers
+in trailers...) and bounds what a flow can make us keep.
+
+Results never depend on how the stream is cut into chunks: a request only
+carries parser output that is complete whatever the cut (llhttp flushes
+partial spans at the end of each chunk but not at an error), so feeding the
+bytes whole, one by one or at random splits yields identical requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import httptools
+
+# Anomaly codes; text after ": " is detail for the log.
+PARSE_ERROR = "parse_error"
+HEAD_TOO_LARGE = "head_too_large"
+TOO_MANY_HEADERS = "too_many_headers"
+MULTIPLE_HOST = "multiple_host"
+MISSING_HOST = "missing_host"
+UNEXPECTED_VERSION = "unexpected_version"
+TE_ON_HTTP10 = "transfer_encoding_on_http10"
+FRAMING_HEADER_LOOKALIKE = "framing_header_lookalike"
+ABSOLUTE_FORM_HOST_MISMATCH = "absolute_form_host_mismatch"
+FRAMING_TRAILER = "framing_header_in_trailer"
+UPGRADE_WITH_BODY = "upgrade_with_body"
+REQUEST_AFTER_UPGRADE = "request_after_upgrade"
+
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host"})
+_KNOWN_VERSIONS = frozenset({"1.0", "1.1"})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One request of a flow, as far as it was seen.
+
+    `target` is the raw request target; header names are lowercased, values
+    stripped of surrounding blanks, order and duplicates kept. `body` is
+    de-chunked and capped. `complete` is False for a request cut by the end
+    of inspection or rejected by the parser (then `anomalies` says why).
+    """
+
+    seq: int
+    method: str
+    target: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    host: str | None
+    body: bytes
+    body_truncated: bool
+    complete: bool
+    anomalies: tuple[str, ...] = ()
+    trailers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (lowercase), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def parse_failed(self) -> bool:
+        return any(a.startswith((PARSE_ERROR, HEAD_TOO_LARGE, TOO_MANY_HEADERS))
+                   for a in self.anomalies)
+
+
+class _StopParsingError(Exception):
+    """Raised in a parser callback to stop llhttp on one of our own limits."""
+
+
+class _Collector:
+    """httptools callback target: accumulates the request being parsed."""
+
+    __slots__ = (
+        "anomalies",
+        "body",
+        "body_seen",
+        "completed",
+        "head_bytes",
+        "head_done",
+        "headers",
+        "in_message",
+        "max_body",
+        "max_head",
+        "max_headers",
+        "parser",
+        "seq",
+        "stop_reason",
+        "trailers",
+        "url_parts",
+        "version",
+    )
+
+    def __init__(self, first_seq: int, max_body: int, max_head: int, max_headers: int) -> None:
+        self.seq = first_seq - 1
+        self.max_body = max_body
+        self.max_head = max_head
+        self.max_headers = max_headers
+        self.completed: list[HttpRequest] = []
+        self.stop_reason: str | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.in_message = False
+        self.head_done = False
+        self.url_parts: list[bytes] = []
+        self.headers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] = []
+        self.anomalies: list[str] = []
+        self.body: list[bytes] = []
+        self.body_seen = 0
+        self.head_bytes = 0
+        self.version = ""
+
+    # --- llhttp callbacks (names fixed by httptools) ----------------------
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.in_message = True
+        self.seq += 1
+
+    def on_url(self, part: bytes) -> None:
+        self.url_parts.append(part)
+        self.head_bytes += len(part)
+        if self.head_bytes > self.max_head:
+            self.stop_reason = f"{HEAD_TOO_LARGE}: request target over {self.max_head} bytes"
+            self.url_parts.clear()  # a partial target depends on the chunking
+            raise _StopParsingError
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.max_head:
+            self.stop_reason = f"{HEAD_TOO_LARGE}: head over {self.max_head} bytes"
+            raise _StopParsingError
+        pair = (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+        if self.head_done:
+            self.trailers.append(pair)
+            return
+        self.headers.append(pair)
+        if len(self.headers) > self.max_headers:
+            self.stop_reason = f"{TOO_MANY_HEADERS}: over {self.max_headers}"
+            raise _StopParsingError
+
+    def on_headers_complete(self) -> None:
+        self.version = self.parser.get_http_version()
+        self.head_done = True
+
+    def on_body(self, part: bytes) -> None:
+        room = self.max_body - self.body_seen
+        if room > 0:
+            self.body.append(part if len(part) <= room else part[:room])
+        self.body_seen += len(part)
+
+    def on_message_complete(self) -> None:
+        self.completed.append(self.build(complete=True))
+        self.in_message = False
+
+    # --- building ---------------------------------------------------------
+    def build(
+        self,
+        complete: bool,
+        *,
+        extra: tuple[str, ...] = (),
+        keep_method: bool = True,
+        keep_target: bool = True,
+        keep_headers: bool = True,
+        method_parsed: bool = False,
+    ) -> HttpRequest:
+        # llhttp has parsed the method once the URL starts; before that
+        # get_method() answers a default.
+        method = (
+            self.parser.get_method().decode("latin-1")
+            if keep_method and (self.url_parts or self.head_done or method_parsed)
+            else ""
+        )
+        target = b"".join(self.url_parts).decode("latin-1") if keep_target else ""
+        headers = tuple(self.headers) if keep_headers else ()
+        trailers = tuple(self.trailers) if keep_headers else ()
+        hosts = [v for k, v in headers if k == "host"]
+        anomalies = list(self.anomalies)
+        if self.head_done:
+            anomalies.extend(_head_anomalies(self.version, target, headers, hosts))
+            anomalies.extend(
+                f"{FRAMING_TRAILER}: {name}" for name, _ in trailers if name in _FRAMING_HEADERS
+            )
+        anomalies.extend(extra)
+        return HttpRequest(
+            seq=self.seq,
+            method=method,
+            target=target,
+            version=self.version,
+            headers=headers,
+            host=hosts[0] if hosts else None,
+            body=b"".join(self.body),
+            body_truncated=self.body_seen > self.max_body,
+            complete=complete,
+            anomalies=tuple(anomalies),
+            trailers=trailers,
+        )
+
+    def build_failed(self, reason: str, error: Exception | None) -> HttpRequest:
+        """The request llhttp (or a limit) rejected, with only chunking-proof fields."""
+        if not self.in_message:
+            return HttpRequest(self.seq + 1, "", "", "", (), None, b"", False, False, (reason,))
+        bad_method = isinstance(error, httptools.HttpParserInvalidMethodError)
+        # An error inside the URL or an unfinished head hides partial spans that a
+        # split stream would have flushed: drop what the cut could change.
+        bad_url = bad_method or isinstance(error, httptools.HttpParserInvalidURLError)
+        return self.build(
+            complete=False,
+            extra=(reason,),
+            keep_method=not bad_method,
+            keep_target=not bad_url,
+            keep_headers=self.head_done,
+            method_parsed=bad_url and not bad_method,
+        )
+
+
+def _head_anomalies(
+    version: str,
+    target: str,
+    headers: tuple[tuple[str, str], ...],
+    hosts: list[str],
+) -> list[str]:
+    """What llhttp's strict mode still accepts but a smuggler or evader would use."""
+    found: list[str] = []
+    if version not in _KNOWN_VERSIONS:
+        found.append(f"{UNEXPECTED_VERSION}: HTTP/{version}")
+    if len(hosts) > 1:
+        found.append(f"{MULTIPLE_HOST}: {len(hosts)}")
+    elif not hosts and version == "1.1":
+        found.append(MISSING_HOST)
+    for name, _ in headers:
+        if name == "transfer-encoding" and version == "1.0":
+            found.append(TE_ON_HTTP10)
+        elif "_" in name and name.replace("_", "-") in _FRAMING_HEADERS:
+            found.append(f"{FRAMING_HEADER_LOOKALIKE}: {name}")
+    if hosts and target[:1] not in ("/", "*", "") and "://" in target:
+        authority = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        authority = authority.rsplit("@", 1)[-1]
+        if authority.lower() != hosts[0].lower():
+            found.append(f"{ABSOLUTE_FORM_HOST_MISMATCH}: {authority} vs {hosts[0]}")
+    return found
+
+
+class HttpRequestStream:
+    """Parses one flow's client->server bytes into requests, chunk by chunk.
+
+    Each request gets `seq` 0, 1, 2... in flow order. After a parse error the
+    stream stops: every later byte is untrusted and the failed request (with
+    a `parse_error` anomaly) is the last one reported. After an upgrade
+    (CONNECT, `Upgrade:`) it keeps trying HTTP, since the server may refuse
+    the upgrade and read on: requests found there carry
+    `request_after_upgrade`; tunnelled bytes that are not HTTP end parsing
+    quietly.
+    """
+
+    __slots__ = (
+        "_collector",
+        "_finished",
+        "_max_body",
+        "_max_head",
+        "_max_headers",
+        "_stopped",
+        "_tunnel",
+        "_upgrade_body",
+        "_upgrade_body_left",
+        "_upgrade_body_seen",
+        "_upgrade_request",
+    )
+
+    def __init__(
+        self, max_body: int = 16384, max_head: int = 32768, max_headers: int = 128
+    ) -> None:
+        self._max_body = max_body
+        self._max_head = max_head
+        self._max_headers = max_headers
+        self._collector = _Collector(0, max_body, max_head, max_headers)
+        self._stopped = False
+        self._finished = False
+        self._tunnel = False
+        # An upgrade request with a Content-Length body: llhttp leaves the body to us.
+        self._upgrade_request: HttpRequest | None = None
+        self._upgrade_body: list[bytes] = []
+        self._upgrade_body_seen = 0
+        self._upgrade_body_left = 0
+
+    @property
+    def stopped(self) -> bool:
+        """True once nothing more will be parsed (error, non-HTTP tunnel, finish)."""
+        return self._stopped
+
+    def feed(self, data: bytes) -> list[HttpRequest]:
+        """Parse a chunk; return the requests it completed, in order (a failed one last)."""
+        out: list[HttpRequest] = []
+        while data and not self._stopped:
+            if self._upgrade_request is not None:
+                data = self._take_upgrade_body(data, out)
+            else:
+                data = self._feed_parser(data, out)
+        return out
+
+    def head_pending(self) -> HttpRequest | None:
+        """The request whose head is complete but body is not yet, if any.
+
+        Its `body` is empty; the same `seq` comes again, complete, from feed().
+        """
+        if self._stopped:
+            return None
+        if self._upgrade_request is not None:
+            return self._upgrade_request
+        collector = self._collector
+        if not collector.in_message or not collector.head_done:
+            return None
+        request = collector.build(complete=False)
+        return replace(request, body=b"", body_truncated=False) if request.body else request
+
+    def finish(self) -> list[HttpRequest]:
+        """End of inspection (depth or flow end): the request in progress, incomplete."""
+        if self._finished:
+            return []
+        self._finished = True
+        was_stopped = self._stopped
+        self._stopped = True
+        if was_stopped:
+            return []
+        if self._upgrade_request is not None:
+            return [self._upgrade_with_body(complete=False)]
+        collector = self._collector
+        if not collector.in_message:
+            return []
+        request = collector.build(complete=False)
+        return [self._mark_tunnel(request)]
+
+    # --- internals --------------------------------------------------------
+    def _feed_parser(self, data: bytes, out: list[HttpRequest]) -> bytes:
+        collector = self._collector
+        try:
+            collector.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._drain(out)
+            self._start_tunnel(out)
+            return data[int(upgrade.args[0]) :]
+        except httptools.HttpParserError as error:
+            self._drain(out)
+            self._stopped = True
+            if collector.stop_reason is not None:
+                out.append(collector.build_failed(collector.stop_reason, None))
+            elif self._tunnel and isinstance(error, httptools.HttpParserInvalidMethodError):
+                pass  # tunnelled bytes that are not HTTP: the normal case after an upgrade
+            else:
+                reason = f"{PARSE_ERROR}: {error or type(error).__name__}"
+                out.append(self._mark_tunnel(collector.build_failed(reason, error)))
+            return b""
+        self._drain(out)
+        return b""
+
+    def _drain(self, out: list[HttpRequest]) -> None:
+        completed = self._collector.completed
+        if completed:
+            out.extend(self._mark_tunnel(request) for request in completed)
+            completed.clear()
+
+    def _mark_tunnel(self, request: HttpRequest) -> HttpRequest:
+        if not self._tunnel:
+            return request
+        return replace(request, anomalies=(*request.anomalies, REQUEST_AFTER_UPGRADE))
+
+    def _start_tunnel(self, out: list[HttpRequest]) -> None:
+        """The last completed request asked for an upgrade: continue on a fresh parser."""
+        if not out:  # pragma: no cover - llhttp completes the message before pausing
+            self._stopped = True
+            return
+        request = out[-1]
+        self._tunnel = True
+        self._collector = _Collector(
+            request.seq + 1, self._max_body, self._max_head, self._max_headers
+        )
+        if request.header("transfer-encoding") is not None:
+            # A chunked upgrade body is outside llhttp's reach: framing untrusted.
+            out[-1] = replace(
+                request, complete=False,
+                anomalies=(*request.anomalies, f"{PARSE_ERROR}: chunked upgrade request"),
+            )
+            self._stopped = True
+            return
+        length_text = request.header("content-length") or "0"
+        length = int(length_text) if length_text.isdigit() else 0
+        if length > 0:
+            out.pop()
+            self._upgrade_request = request
+            self._upgrade_body_left = length
+
+    def _take_upgrade_body(self, data: bytes, out: list[HttpRequest]) -> bytes:
+        take = min(self._upgrade_body_left, len(data))
+        room = self._max_body - self._upgrade_body_seen
+        if room > 0:
+            self._upgrade_body.append(data[: min(take, room)])
+        self._upgrade_body_seen += take
+        self._upgrade_body_left -= take
+        if self._upgrade_body_left == 0:
+            out.append(self._upgrade_with_body(complete=True))
+        return data[take:]
+
+    def _upgrade_with_body(self, complete: bool) -> HttpRequest:
+        request = self._upgrade_request
+        assert request is not None
+        self._upgrade_request = None
+        return replace(
+            request,
+            body=b"".join(self._upgrade_body),
+            body_truncated=self._upgrade_body_seen > self._max_body,
+            complete=complete,
+            anomalies=(*request.anomalies, UPGRADE_WITH_BODY),
+        )
