@@ -75,8 +75,9 @@ class NftSettings(_Section):
     keep_rules_on_stop: bool = False
     # Reset both ends of a flow the inspector blocked (else drop silently).
     reset_blocked: bool = True
-    block_mark: int = Field(default=0x00524600, ge=1, le=0xFFFFFFFF)
-    inspect_mark: int = Field(default=0x00524601, ge=1, le=0xFFFFFFFF)
+    # Single mark bits: a flow the inspector blocked; (xt backend) a packet nft wants queued.
+    block_mark: int = Field(default=0x10000000, ge=1, le=0xFFFFFFFF)
+    queue_mark: int = Field(default=0x20000000, ge=1, le=0xFFFFFFFF)
 
 
 class ActionSettings(_Section):

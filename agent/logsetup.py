@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Literal, TextIO
@@ -18,6 +19,39 @@ def _timestamp_if_absent(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
     # Decision events carry the packet's own time; everything else gets "now".
     event_dict.setdefault("timestamp", iso_timestamp(time.time()))
     return event_dict
+
+
+class LineWriter:
+    """A structlog logger writing each event as ONE write(2) of a whole line.
+
+    Worker processes share the output; whole-line writes keep their events
+    from interleaving (atomic for pipes up to PIPE_BUF, and for O_APPEND files).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            self._fd = None
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        if self._fd is None:
+            self._stream.write(data.decode("utf-8"))
+            self._stream.flush()
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # a log sink that went away must not stop enforcement
+            view = view[written:]
+
+    log = debug = info = warning = warn = error = critical = exception = failure = fatal = msg
 
 
 def configure_logging(
@@ -40,7 +74,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, 20)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: LineWriter(out),
         cache_logger_on_first_use=False,
     )
 

@@ -1,0 +1,113 @@
+"""The NFQUEUE end of the live path: packets from one kernel queue through a decide function.
+
+netfilterqueue owns the netlink socket; this module binds it, turns each
+packet into (bytes, PacketMeta), applies the Decision as a verdict, and never
+lets an exception leave a packet without a verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from netfilterqueue import NetfilterQueue, Packet
+
+from agent.core.decision import Decision, PacketMeta, Verdict
+from agent.kernel.nfqueue_config import set_fail_open
+
+# netfilter hook numbers (NF_INET_*) as names for events.
+HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+
+Decide = Callable[[bytes, PacketMeta], Decision]
+OnDecision = Callable[[Decision, PacketMeta], None]
+OnError = Callable[[BaseException], None]
+
+
+@dataclass(slots=True)
+class QueueCounters:
+    packets: int = 0
+    accepted: int = 0
+    dropped: int = 0
+    flows_blocked: int = 0
+    errors: int = 0
+    by_verdict: dict[str, int] = field(default_factory=dict)
+
+
+class QueueInspector:
+    """Binds NFQUEUE `queue_num`; `process_pending()` handles what is queued without blocking."""
+
+    def __init__(
+        self,
+        queue_num: int,
+        decide: Decide,
+        on_decision: OnDecision,
+        on_error: OnError,
+        *,
+        block_mark: int,
+        max_len: int = 4096,
+        socket_buffer: int = 8 << 20,
+        fail_open_on_overload: bool = True,
+        fail_closed_on_error: bool = False,
+    ) -> None:
+        self.queue_num = queue_num
+        self.decide = decide
+        self.on_decision = on_decision
+        self.on_error = on_error
+        self.block_mark = block_mark
+        self.fail_closed_on_error = fail_closed_on_error
+        self.counters = QueueCounters()
+        self._queue = NetfilterQueue()
+        self._queue.bind(queue_num, self._handle, max_len=max_len, range=65535, sock_len=socket_buffer)
+        if fail_open_on_overload:
+            # Overload policy: accept instead of drop when the queue is full (counted by the kernel).
+            fd = os.dup(self._queue.get_fd())
+            try:
+                set_fail_open(fd, queue_num, True)
+            finally:
+                os.close(fd)
+
+    def fileno(self) -> int:
+        return self._queue.get_fd()
+
+    def process_pending(self) -> None:
+        self._queue.run(block=False)
+
+    def close(self) -> None:
+        self._queue.unbind()
+
+    def _handle(self, packet: Packet) -> None:
+        counters = self.counters
+        counters.packets += 1
+        try:
+            timestamp = packet.get_timestamp() or time.time()
+            meta = PacketMeta(timestamp=timestamp, hook=HOOK_NAMES.get(packet.hook, str(packet.hook)), queue=self.queue_num)
+            decision = self.decide(packet.get_payload(), meta)
+            verdict = decision.verdict
+            counters.by_verdict[verdict.value] = counters.by_verdict.get(verdict.value, 0) + 1
+            if verdict == Verdict.DROP:
+                if decision.block_flow:
+                    # Re-inject with the block mark: the ruleset copies it to the conntrack
+                    # mark and drops (or resets) the rest of the flow in the kernel.
+                    packet.set_mark(packet.get_mark() | self.block_mark)
+                    packet.repeat()
+                    counters.flows_blocked += 1
+                else:
+                    packet.drop()
+                counters.dropped += 1
+            else:
+                packet.accept()
+                counters.accepted += 1
+            if decision.is_notable or verdict != Verdict.ACCEPT:
+                self.on_decision(decision, meta)
+        except Exception as exc:  # a packet must always get a verdict
+            counters.errors += 1
+            try:
+                if self.fail_closed_on_error:
+                    packet.drop()
+                else:
+                    packet.accept()
+            except Exception as verdict_exc:  # already verdicted before the error
+                self.on_error(verdict_exc)
+            self.on_error(exc)

@@ -1,0 +1,362 @@
+"""`rustyflag-agent run`: rules in place, inspector workers, NFLOG reader, SIGHUP reload.
+
+Lifecycle: load config and intel -> probe the queue backend -> apply the
+ruleset in one nft transaction -> start one worker per queue -> READY.
+SIGHUP: rebuild everything aside; apply only when all of it is valid, so a
+bad file keeps the old state. SIGTERM: queue rules go first (nothing stalls
+in a queue nobody reads), then the table unless `keep_rules_on_stop`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from agent.config import Settings, load_settings
+from agent.core.decision import Decision, FlowKey, PacketMeta, Verdict
+from agent.core.decode import DecodeFailure, decode_ip
+from agent.core.detector import Detector
+from agent.errors import AgentError, ConfigError, Problem
+from agent.intel.loading import load_intel
+from agent.intel.snapshot import IntelSnapshot
+from agent.kernel.commands import CommandRunner
+from agent.kernel.errors import KernelError
+from agent.kernel.nflog import NflogMessage, NflogReader
+from agent.kernel.nftables import NftablesAdapter, RulesetSpec, render_ruleset, render_set_update
+from agent.kernel.queue_backend import probe_queue_backend
+from agent.kernel.xt_queue import XtQueueRules
+from agent.logsetup import configure_logging, get_logger
+from agent.service.sdnotify import Notifier, watchdog_interval
+from agent.service.worker import ReloadMessage, StopMessage, log_decision, worker_main
+from agent.wiring import build_detector
+
+_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
+WORKER_START_TIMEOUT = 10.0
+RELOAD_ACK_TIMEOUT = 10.0
+
+
+@dataclass
+class _Worker:
+    queue_num: int
+    process: BaseProcess
+    control: Connection
+
+
+@dataclass
+class _State:
+    settings: Settings
+    snapshot: IntelSnapshot
+    detector: Detector
+    spec: RulesetSpec
+    reloads: int = 0
+    reload_failures: int = 0
+    workers: list[_Worker] = field(default_factory=list)
+
+
+def ruleset_spec(settings: Settings, snapshot: IntelSnapshot, backend: str) -> RulesetSpec:
+    has_hostnames = any(ioc.hostname and ioc.network is None for c in snapshot.campaigns for ioc in c.iocs)
+    return RulesetSpec(
+        table=settings.nft.table,
+        exact_v4=tuple(sorted(snapshot.exact_v4)),
+        exact_v6=tuple(sorted(snapshot.exact_v6)),
+        prefixes_v4=snapshot.prefixes_v4,
+        prefixes_v6=snapshot.prefixes_v6,
+        hooks=tuple(settings.nft.hooks),
+        dry_run=settings.dry_run,
+        log_group=settings.nft.log_group,
+        log_rate_per_second=settings.nft.log_rate_per_second,
+        http_ports=tuple(settings.http.ports),
+        queue_nums=tuple(settings.queue.nums),
+        fail_closed=settings.queue.fail_closed,
+        inspect_depth_bytes=settings.http.inspect_depth,
+        queue_dns_tls=has_hostnames,
+        queue_backend="xt" if backend == "xt" else "nft",
+        block_mark=settings.nft.block_mark,
+        queue_mark=settings.nft.queue_mark,
+        reset_blocked=settings.nft.reset_blocked,
+    )
+
+
+def _structural(old: RulesetSpec, new: RulesetSpec) -> bool:
+    """True when more than set contents changed (chains or rules must be rebuilt)."""
+    same_sets = {"exact_v4": (), "exact_v6": (), "prefixes_v4": (), "prefixes_v6": ()}
+    return replace(old, **same_sets) != replace(new, **same_sets)  # type: ignore[arg-type]
+
+
+class Agent:
+    def __init__(self, config_path: Path | None, extra_intel: list[Path], include_configured: bool, dry_run_flag: bool) -> None:
+        self.config_path = config_path
+        self.extra_intel = extra_intel
+        self.include_configured = include_configured
+        self.dry_run_flag = dry_run_flag
+        self.log = get_logger()
+        self.notifier = Notifier()
+        self.runner = CommandRunner()
+        self.backend = "nft"
+        self.nflog: NflogReader | None = None
+        self._signals: list[int] = []
+        self._mp = multiprocessing.get_context("fork")
+
+    # -- building state (nothing applied) ---------------------------------------------------
+
+    def _load(self) -> tuple[Settings, IntelSnapshot]:
+        settings = load_settings(self.config_path)
+        if self.dry_run_flag:
+            settings = settings.model_copy(update={"mode": "dry-run"})
+        load = load_intel(settings, self.extra_intel, include_configured=self.include_configured)
+        for warning in load.warnings:
+            self.log.warning("intel_warning", problem=str(warning))
+        if load.snapshot is None:
+            raise AgentError([Problem(p.source.path, p.source.line, p.message) for p in load.errors])
+        return settings, load.snapshot
+
+    def _choose_backend(self, settings: Settings) -> str:
+        probe = probe_queue_backend(self.runner)
+        wanted = settings.queue.backend
+        if wanted == "auto":
+            if probe.chosen is None:
+                raise AgentError([Problem("kernel", 0, f"no NFQUEUE backend works: {probe.detail}")])
+            chosen = probe.chosen
+        else:
+            works = probe.nft_queue if wanted == "nft" else probe.xt_nfqueue
+            if not works:
+                raise AgentError([Problem("config queue.backend", 0, f"{wanted} queueing is not available: {probe.detail}")])
+            chosen = wanted
+        self.log.info("queue_backend", backend=chosen, nft_queue=probe.nft_queue, xt_nfqueue=probe.xt_nfqueue, detail=probe.detail)
+        return chosen
+
+    # -- kernel -----------------------------------------------------------------------------
+
+    def _nft(self, settings: Settings) -> NftablesAdapter:
+        return NftablesAdapter(self.runner, settings.nft.table)
+
+    def _apply_full(self, settings: Settings, spec: RulesetSpec) -> None:
+        self._nft(settings).apply(render_ruleset(spec))
+        xt = XtQueueRules(self.runner)
+        if spec.queue_backend == "xt" and spec.inspects:
+            xt.install(spec)
+        else:
+            xt.remove()
+
+    def _remove_queue_rules(self, state: _State) -> None:
+        spec = state.spec
+        if spec.queue_backend == "xt":
+            XtQueueRules(self.runner).remove()
+        else:
+            self._nft(state.settings).apply(render_ruleset(replace(spec, queue_nums=())))
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _start_worker(self, queue_num: int, settings: Settings, snapshot: IntelSnapshot) -> _Worker:
+        parent_end, child_end = self._mp.Pipe()
+        process = self._mp.Process(
+            target=worker_main, args=(queue_num, settings, snapshot, child_end), name=f"rustyflag-q{queue_num}", daemon=True
+        )
+        process.start()
+        child_end.close()
+        if not parent_end.poll(WORKER_START_TIMEOUT):
+            process.kill()
+            raise AgentError([Problem(f"queue {queue_num}", 0, "inspector worker did not start")])
+        message = parent_end.recv()
+        self.log.info("worker_started", queue=queue_num, pid=process.pid, intel_version=message[2])
+        return _Worker(queue_num, process, parent_end)
+
+    def _stop_workers(self, state: _State) -> None:
+        for worker in state.workers:
+            try:
+                worker.control.send(StopMessage())
+            except OSError:
+                pass
+        for worker in state.workers:
+            worker.process.join(timeout=3)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=1)
+
+    # -- NFLOG: kernel drops are decisions too ----------------------------------------------
+
+    def _nflog_decision(self, state: _State, message: NflogMessage) -> tuple[Decision, PacketMeta] | None:
+        packet = decode_ip(message.payload)
+        if isinstance(packet, DecodeFailure):
+            return None
+        reasons = state.detector.address_reasons(packet)
+        if not reasons:
+            return None
+        verdict = Verdict.WOULD_DROP if state.settings.dry_run else Verdict.DROP
+        flow = FlowKey(_PROTO_NAMES.get(packet.proto, str(packet.proto)), packet.src_text, packet.sport, packet.dst_text, packet.dport)
+        decision = Decision(verdict, state.detector.intel_version, reasons=tuple(reasons), flow=flow)
+        meta = PacketMeta(timestamp=message.timestamp or time.time(), hook=message.hook_name or "unknown")
+        return decision, meta
+
+    def _drain_nflog(self, state: _State) -> None:
+        if self.nflog is None:
+            return
+        for message in self.nflog.read_messages():
+            built = self._nflog_decision(state, message)
+            if built is not None:
+                log_decision(self.log, built[0], built[1], source="nflog", mode=state.settings.mode,
+                             value_limit=state.settings.log.max_value_length)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> _State:
+        settings, snapshot = self._load()
+        self.backend = self._choose_backend(settings)
+        spec = ruleset_spec(settings, snapshot, self.backend)
+        self.nflog = NflogReader(settings.nft.log_group)
+        self._apply_full(settings, spec)
+        state = _State(settings, snapshot, build_detector(settings, snapshot), spec)
+        for queue_num in settings.queue.nums:
+            state.workers.append(self._start_worker(queue_num, settings, snapshot))
+        self._log_rules(state, "rules_applied")
+        return state
+
+    def _status_line(self, state: _State) -> str:
+        return (
+            f"{len(state.snapshot.campaigns)} campaigns, {state.snapshot.ioc_count} IOC, "
+            f"{state.snapshot.ioa_count} IOA; mode {state.settings.mode}; queue backend {self.backend}; "
+            f"intel {state.snapshot.intel_version}"
+        )
+
+    def _log_rules(self, state: _State, event: str) -> None:
+        self.log.info(
+            event,
+            table=state.spec.table,
+            mode=state.settings.mode,
+            backend=self.backend,
+            exact_v4=len(state.spec.exact_v4),
+            exact_v6=len(state.spec.exact_v6),
+            prefixes_v4=len(state.spec.prefixes_v4),
+            prefixes_v6=len(state.spec.prefixes_v6),
+            queues=list(state.spec.queue_nums),
+            fail_closed=state.spec.fail_closed,
+            intel_version=state.snapshot.intel_version,
+        )
+
+    def reload(self, state: _State) -> _State:
+        """Build everything aside, then switch; on any error keep the whole old state."""
+        started = time.monotonic()
+        self.notifier.reloading()
+        old_version = state.snapshot.intel_version
+        try:
+            settings, snapshot = self._load()
+            if list(settings.queue.nums) != list(state.settings.queue.nums):
+                raise AgentError([Problem("config queue.nums", 0, "queue numbers change only on restart")])
+            spec = ruleset_spec(settings, snapshot, self.backend)
+            detector = build_detector(settings, snapshot)
+            if _structural(state.spec, spec):
+                self._apply_full(settings, spec)
+            else:
+                self._nft(settings).apply(render_set_update(spec))
+        except (AgentError, KernelError, OSError) as exc:
+            state.reload_failures += 1
+            problems = exc.problems if isinstance(exc, AgentError) else (Problem("kernel", 0, str(exc)),)
+            for problem in problems:
+                self.log.error("reload_failed", problem=str(problem), kept_intel_version=old_version)
+            self.notifier.ready(self._status_line(state))
+            return state
+        for worker in state.workers:
+            worker.control.send(ReloadMessage(settings, snapshot))
+        for worker in state.workers:
+            if worker.control.poll(RELOAD_ACK_TIMEOUT):
+                worker.control.recv()
+        old_ids = {i.id for c in state.snapshot.campaigns for i in (*c.iocs, *c.ioas)}
+        new_ids = {i.id for c in snapshot.campaigns for i in (*c.iocs, *c.ioas)}
+        new_state = _State(settings, snapshot, detector, spec, state.reloads + 1, state.reload_failures, state.workers)
+        self.log.info(
+            "reload",
+            old_intel_version=old_version,
+            new_intel_version=snapshot.intel_version,
+            indicators_added=len(new_ids - old_ids),
+            indicators_removed=len(old_ids - new_ids),
+            mode=settings.mode,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        self.notifier.ready(self._status_line(new_state))
+        return new_state
+
+    def stop(self, state: _State) -> None:
+        self.notifier.stopping()
+        try:
+            self._remove_queue_rules(state)
+        except KernelError as exc:
+            self.log.error("stop_failed", step="remove queue rules", problem=str(exc))
+        self._stop_workers(state)
+        if not state.settings.nft.keep_rules_on_stop:
+            try:
+                self._nft(state.settings).delete_table()
+            except KernelError as exc:
+                self.log.error("stop_failed", step="delete table", problem=str(exc))
+        if self.nflog is not None:
+            self.nflog.close()
+        self.log.info("stopped", kept_rules=state.settings.nft.keep_rules_on_stop)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.append(signum)
+
+    def serve(self) -> int:
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write_fd)
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        state = self.start()
+        self.notifier.ready(self._status_line(state))
+        self.log.info("ready", status=self._status_line(state))
+        watchdog = watchdog_interval()
+        next_watchdog = time.monotonic()
+        try:
+            while True:
+                fds = [read_fd] + ([self.nflog.fileno()] if self.nflog else [])
+                fds += [w.process.sentinel for w in state.workers]
+                readable, _, _ = select.select(fds, [], [], watchdog or 1.0)
+                if read_fd in readable:
+                    try:
+                        os.read(read_fd, 512)
+                    except BlockingIOError:
+                        pass
+                if self.nflog is not None and self.nflog.fileno() in readable:
+                    self._drain_nflog(state)
+                self._restart_dead_workers(state)
+                if watchdog is not None and time.monotonic() >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = time.monotonic() + watchdog
+                signals, self._signals = self._signals, []
+                if signal.SIGTERM in signals or signal.SIGINT in signals:
+                    break
+                if signal.SIGHUP in signals:
+                    # Signals that arrived during a reload coalesce into one more reload.
+                    state = self.reload(state)
+                    if signal.SIGHUP in self._signals:
+                        self._signals = [s for s in self._signals if s != signal.SIGHUP]
+                        state = self.reload(state)
+        finally:
+            self.stop(state)
+        return 0
+
+    def _restart_dead_workers(self, state: _State) -> None:
+        for index, worker in enumerate(state.workers):
+            if not worker.process.is_alive():
+                self.log.error("worker_died", queue=worker.queue_num, exitcode=worker.process.exitcode)
+                state.workers[index] = self._start_worker(worker.queue_num, state.settings, state.snapshot)
+
+
+def run_agent(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging(level=settings.log.level, fmt=settings.log.format)
+    if os.geteuid() != 0:
+        raise AgentError([Problem("run", 0, "needs root (CAP_NET_ADMIN) to manage nftables and NFQUEUE")])
+    agent = Agent(args.config, list(args.intel), not args.no_default_intel, bool(args.dry_run))
+    try:
+        return agent.serve()
+    except KernelError as exc:
+        raise AgentError([Problem("kernel", 0, str(exc))]) from exc
+    except ConfigError:
+        raise
