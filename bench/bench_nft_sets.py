@@ -1,0 +1,141 @@
+"""Benchmark: loading and atomically replacing the IOC sets with nft 1.0.6.
+
+For 10k, 256k and 1M random public-looking IPv4 addresses (fixed seed):
+- render: Python time to render the text (render_ruleset / render_set_update);
+- load: `nft -f` of the whole ruleset with the set filled (first apply);
+- replace: `nft -f` of the flush + add transaction with a different set;
+- max RSS of the `nft` process (wait4 rusage of the child).
+Variants: chunk size (elements per `add element` line), stdin vs file, set size hint.
+Runs inside a throwaway network namespace with no links but lo (no route out).
+
+Usage: bench_nft_sets.py [--sizes 10000,256000,1000000] [--variants]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.kernel.nftables import RulesetSpec, render_ruleset, render_set_update  # noqa: E402
+
+TARGET_REPLACE_S = {256_000: 1.5, 1_000_000: 5.0}
+
+
+def public_v4(count: int, seed: int) -> tuple[ipaddress.IPv4Address, ...]:
+    """Distinct random addresses outside private, reserved and multicast space."""
+    rng = random.Random(seed)
+    seen: set[int] = set()
+    out: list[ipaddress.IPv4Address] = []
+    while len(out) < count:
+        value = rng.randrange(1 << 24, 224 << 24)
+        if value in seen:
+            continue
+        addr = ipaddress.IPv4Address(value)
+        if not addr.is_global:
+            continue
+        seen.add(value)
+        out.append(addr)
+    return tuple(out)
+
+
+def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int]:
+    """Apply `text` with nft inside `ns`; (seconds, max RSS in KiB)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
+        fh.write(text)
+        path = fh.name
+    try:
+        argv = ["ip", "netns", "exec", ns, "nft", "-f", path if via_file else "-"]
+        with open(path, "rb") as stdin:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL if via_file else stdin, stderr=subprocess.PIPE
+            )
+            # wait4 gives this child's own rusage (`ip netns exec` execs nft in place).
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"nft failed: {err[:2000]}")
+        if proc.stderr:
+            proc.stderr.close()
+        return elapsed, usage.ru_maxrss
+    finally:
+        os.unlink(path)
+
+
+def make_namespace() -> str:
+    ns = f"rf-k-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    route = subprocess.run(["ip", "-n", ns, "route", "get", "8.8.8.8"], capture_output=True)
+    if route.returncode == 0:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+        raise SystemExit(f"namespace {ns} has a route out; refusing to run")
+    return ns
+
+
+def bench_one(ns: str, size: int, spec_base: RulesetSpec, via_file: bool, label: str) -> None:
+    first = public_v4(size, seed=1)
+    second = public_v4(size, seed=2)
+    spec = dataclasses.replace(spec_base, exact_v4=first)
+    t0 = time.perf_counter()
+    full_text = render_ruleset(spec)
+    render_full = time.perf_counter() - t0
+    load_s, load_rss = nft_run(ns, full_text, via_file)
+    replace_spec = dataclasses.replace(spec_base, exact_v4=second)
+    t0 = time.perf_counter()
+    update_text = render_set_update(replace_spec)
+    render_update = time.perf_counter() - t0
+    replace_s, replace_rss = nft_run(ns, update_text, via_file)
+    count = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "rustyflag", "ioc_v4"],
+        capture_output=True, text=True, check=True,
+    ).stdout.count(".") // 3
+    target = TARGET_REPLACE_S.get(size)
+    verdict = "" if target is None else (" OK" if replace_s < target else f" MISS(<{target}s)")
+    print(
+        f"{label:<28} n={size:>9,} text={len(update_text) / 1e6:6.1f}MB "
+        f"render={render_full:5.2f}s/{render_update:5.2f}s "
+        f"load={load_s:6.2f}s rss={load_rss / 1024:7.1f}MiB "
+        f"replace={replace_s:6.2f}s rss={replace_rss / 1024:7.1f}MiB "
+        f"elements={count:,}{verdict}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,256000,1000000")
+    parser.add_argument("--variants", action="store_true", help="also try chunk sizes etc.")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ns = make_namespace()
+    try:
+        base = RulesetSpec(queue_backend="xt")  # xt: renders on kernels without nft queue
+        for size in sizes:
+            bench_one(ns, size, base, via_file=False, label="default (stdin, 4096/line)")
+        if args.variants:
+            for size in sizes:
+                for chunk in (256, 1024, 16384, 65536):
+                    spec = dataclasses.replace(base, chunk_elements=chunk)
+                    bench_one(ns, size, spec, via_file=False, label=f"chunk {chunk}/line")
+                bench_one(ns, size, base, via_file=True, label="nft -f FILE")
+                spec = dataclasses.replace(base, set_size_hint=2 * size)
+                bench_one(ns, size, spec, via_file=False, label=f"size hint {2 * size}")
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()
