@@ -29,7 +29,9 @@ def is_hostname(text: str) -> bool:
     name = text.lower().rstrip(".")
     if not name or len(name) > 253 or "." not in name or not set(name) <= _HOST_CHARS:
         return False
-    return all(0 < len(label) <= 63 for label in name.split("."))
+    labels = name.split(".")
+    # A numeric last label is a mistyped IP address, never a TLD.
+    return not labels[-1].isdigit() and all(0 < len(label) <= 63 for label in labels)
 
 
 def parse_plainlist(text: str, path: str) -> LoadResult:
@@ -54,7 +56,7 @@ def parse_plainlist(text: str, path: str) -> LoadResult:
         except ValueError:
             network = None
         if network is None and not is_hostname(value):
-            problems.append(LoadProblem(source, f"not an IP, CIDR or hostname: {value!r}", False))
+            problems.append(LoadProblem(source, f"not an IP, CIDR or hostname: {raw.strip()[:80]!r}", False))
             continue
         if len(fields) > 1 and not (len(fields) == 2 and fields[1].isdigit()):
             problems.append(LoadProblem(source, "extra text after the indicator ignored", False))

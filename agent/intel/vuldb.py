@@ -382,7 +382,8 @@ def _ioa_row(
         page.warn(lineno, "IOA row lacks an indicator or a confidence, skipped")
         return
     type_text = line[first + 1 : second].strip()
-    indicator = strip_code(line[second + 1 : last].strip())
+    # GFM lets a cell escape a pipe as "\|", even inside a code span.
+    indicator = strip_code(line[second + 1 : last].strip()).replace("\\|", "|")
     conf_text = line[last + 1 :].strip()
     ioa_type = _IOA_TYPES.get(type_text.lower())
     if ioa_type is None:
