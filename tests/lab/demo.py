@@ -1,0 +1,247 @@
+"""The Rusty Flag demo: `python -m tests.lab.demo` (root; everything stays in the lab).
+
+Builds the namespace lab, starts the vulnerable metrics-ui app on the server,
+runs `rustyflag-agent run` in the gateway namespace, sends benign and
+malicious traffic from the client (curl, sockets, keep-alive, scapy),
+then prints what the client saw and the agent's decision events, and tears
+the lab down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.lab.netns import (
+    REPO_ROOT,
+    Lab,
+    cleanup_stale,
+    lab_unavailable_reason,
+    python_env,
+)
+from tests.lab.traffic import Request, http_url
+
+CAMPAIGN_DIR = REPO_ROOT / "configs" / "campaigns"
+AGENT_READY_TIMEOUT = 20.0
+AGENT_STOP_TIMEOUT = 10.0
+SQLI_UNION = "1)%20UNION%20SELECT%20name,secret%20FROM%20users--"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    label: str
+    expect: str  # what should happen with the agent enforcing
+    send: Callable[[Lab], str]  # returns what the client saw
+
+
+def write_demo_config(workdir: Path, dry_run: bool) -> Path:
+    """The demo's agent.toml and intel: the shipped campaign, SQLi and type violations dropped."""
+    intel = workdir / "intel"
+    intel.mkdir()
+    shutil.copy(CAMPAIGN_DIR / "rusty-flag.md", intel)
+    enrichment = (CAMPAIGN_DIR / "rusty-flag.enrich.toml").read_text()
+    # The shipped enrichment only flags SQLi; the demo blocks it to show resets.
+    for kind in ("sqli", "type_violation"):
+        enrichment = enrichment.replace(f'{kind} = "flag"', f'{kind} = "drop"')
+    (intel / "rusty-flag.enrich.toml").write_text(enrichment)
+    config = workdir / "agent.toml"
+    config.write_text(
+        f'mode = "{"dry-run" if dry_run else "enforce"}"\n'
+        f"[intel]\nsources = [{json.dumps(str(intel))}]\n"
+        '[nft]\nhooks = ["forward"]\n'
+        '[log]\noutput = "stdout"\nformat = "json"\n'
+    )
+    return config
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events
+
+
+def wait_for_ready(proc: subprocess.Popen[Any], out: Path, timeout: float) -> str | None:
+    """None once the agent logged `ready`; else why it did not (exited, timed out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.get("event") == "ready" for e in read_events(out)):
+            return None
+        if proc.poll() is not None:
+            return f"agent exited with {proc.returncode}"
+        time.sleep(0.1)
+    return f"agent not ready after {timeout:g}s"
+
+
+def _http(lab: Lab, addr: str, port: int, path: str, **kwargs: Any) -> str:
+    res = lab.client.curl(http_url(addr, port, path), **kwargs)
+    if res.status is not None:
+        return f"HTTP {res.status} {res.body[:40]!r}"
+    return f"no response (curl {res.exit_code}: {res.error or ''})"[:80]
+
+
+def scenarios() -> list[Scenario]:
+    srv4, srv6, ioc4 = "10.211.2.2", "fd00:211:2::2", "78.135.73.140"
+
+    def keepalive(lab: Lab) -> str:
+        result = lab.client.keepalive(srv4, 80, [
+            Request(path="/health"),
+            Request(path="/api/totals/last/2"),
+            Request(path=f"/api/totals/last/{SQLI_UNION}"),
+            Request(path="/health"),
+        ])
+        seen = ", ".join(
+            str(e.status) if e.status is not None else (e.error or "none")
+            for e in result.exchanges
+        )
+        return f"[{seen}] one connection={result.single_connection}"
+
+    def crafted(lab: Lab) -> str:
+        request = (
+            f"GET /api/diffs/last/{SQLI_UNION} HTTP/1.1\r\nHost: {srv4}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        res = lab.client.send_segments(srv4, 80, request, cuts=[4, 21, 30], order=[0, 2, 1, 3])
+        if res.error:
+            return f"error: {res.error}"[:80]
+        return f"status={res.status} rst={res.rst_received} bytes={len(res.response)}"
+
+    def ioc_probes(lab: Lab) -> str:
+        ping = lab.client.ping(ioc4, count=2, timeout=2.0)
+        tcp = lab.client.tcp_connect(ioc4, 7777, timeout=1.5, payload=b"x")
+        udp = lab.client.udp_probe(ioc4, 9999, timeout=1.5)
+        return f"ping {ping.received}/{ping.sent}, tcp ok={tcp.ok}, udp ok={udp.ok}"
+
+    return [
+        Scenario("benign totals (v4)", "200",
+                 lambda lab: _http(lab, srv4, 80, "/api/totals/last/3")),
+        Scenario("benign totals (v6, 8080)", "200",
+                 lambda lab: _http(lab, srv6, 8080, "/api/totals/last/3")),
+        Scenario("keep-alive: 2 benign, SQLi, benign", "200, 200, reset, not sent", keepalive),
+        Scenario("SQLi UNION in path {num}", "blocked",
+                 lambda lab: _http(lab, srv4, 80, f"/api/totals/last/{SQLI_UNION}")),
+        Scenario("SQLi in query ?num= (v6)", "blocked",
+                 lambda lab: _http(lab, srv6, 8080, f"/api/totals?num={SQLI_UNION}")),
+        Scenario("SQLi in form POST num=", "blocked",
+                 lambda lab: _http(lab, srv4, 80, "/api/totals", method="POST",
+                                   data="num=1)+UNION+SELECT+name,secret+FROM+users--")),
+        Scenario("type violation num=abc", "blocked",
+                 lambda lab: _http(lab, srv4, 80, "/api/diffs/last/abc")),
+        Scenario("SQLi split in 4 segments, out of order", "blocked (scapy)", crafted),
+        Scenario("IOA file srv.go", "200 + flag",
+                 lambda lab: _http(lab, srv4, 80, "/metrics-ui/server/srv.go")),
+        Scenario("XSS in /api/echo?q=", "200 + flag",
+                 lambda lab: _http(lab, srv4, 80, "/api/echo?q=%3Cscript%3Ealert(1)%3C/script%3E")),
+        Scenario("IOC 78.135.73.140 ping/tcp/udp", "all dropped", ioc_probes),
+        Scenario("IOC 78.135.73.140 HTTP", "dropped", lambda lab: _http(lab, ioc4, 80, "/health")),
+        Scenario("control: ping server 10.211.2.2", "2/2",
+                 lambda lab: f"ping {lab.client.ping(srv4).received}/2"),
+    ]
+
+
+def _clip(text: object, width: int) -> str:
+    s = str(text)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def print_table(headers: list[str], widths: list[int], rows: list[list[str]]) -> None:
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(_clip(c, w).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def decision_rows(events: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for e in events:
+        if e.get("event") != "decision":
+            continue
+        http = e.get("http") or {}
+        if http:
+            what = f"{http.get('http_method', '')} {http.get('url', '')}"
+        else:
+            what = f"{e.get('proto', '')} -> {e.get('dest_ip', '')}:{e.get('dest_port', '')}"
+        reasons = e.get("reasons") or []
+        indicator = "; ".join(
+            f"{r['indicator']['kind']}:{r['indicator']['value']}" for r in reasons
+        )
+        technique = "; ".join(
+            f"{r['technique']['id']} {'/'.join(r['technique']['cwe'])}"
+            for r in reasons if r.get("technique")
+        )
+        client = f"{e.get('src_ip', '?')}:{e.get('src_port', '')}"
+        rows.append([str(e.get("timestamp", ""))[11:23], client, what,
+                     f"{e.get('action', '')} ({e.get('source', '')})", indicator, technique])
+    return rows
+
+
+def run_demo(dry_run: bool) -> int:
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        print(f"demo needs the namespace lab: {reason}", file=sys.stderr)
+        return 2
+    cleanup_stale()
+    workdir = Path(tempfile.mkdtemp(prefix="rf-demo-"))
+    config = write_demo_config(workdir, dry_run)
+    agent_out = workdir / "agent.jsonl"
+    with Lab() as lab:
+        print(f"lab up in {lab.setup_seconds:.2f}s: {', '.join(n.name for n in lab.namespaces)}")
+        lab.start_server_app()
+        with agent_out.open("w") as sink:
+            agent = lab.gateway.popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(config)],
+                stdout=sink, stderr=subprocess.STDOUT, env=python_env(),
+            )
+        problem = wait_for_ready(agent, agent_out, AGENT_READY_TIMEOUT)
+        if problem is not None:
+            print(f"{problem}; its output:\n{agent_out.read_text(errors='replace')[-4000:]}")
+            return 1
+        print(f"agent ready in the gateway namespace (config {config})\n")
+        outcomes = []
+        for scenario in scenarios():
+            started = time.monotonic()
+            seen = scenario.send(lab)
+            outcomes.append([scenario.label, scenario.expect, seen,
+                             f"{time.monotonic() - started:.2f}s"])
+        time.sleep(1.0)  # NFLOG and worker events reach the log
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=AGENT_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print("agent did not stop on SIGTERM; the lab kills it")
+    print("What the client saw")
+    print_table(["scenario", "expected", "client saw", "took"], [38, 26, 60, 6], outcomes)
+    events = read_events(agent_out)
+    print(f"\nAgent decision events ({agent_out})")
+    print_table(["time", "client", "request / flow", "action", "indicator", "technique / CWE"],
+                [12, 24, 48, 18, 34, 20], decision_rows(events))
+    errors = [e for e in events if e.get("level") == "error"]
+    for e in errors:
+        print(f"agent error: {json.dumps(e)[:300]}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dry-run", action="store_true", help="agent in audit mode")
+    args = parser.parse_args()
+    return run_demo(args.dry_run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
