@@ -169,7 +169,9 @@ def test_2022_generation_plain_cells_and_four_columns() -> None:
     assert c.iocs[0].hostname == "5-63-153-177.ovz.vps.regruhosting.ru"
     assert c.iocs[4].confidence is Confidence.MEDIUM
     assert [t.cwes for t in c.techniques] == [(), (), ()]
-    assert c.techniques[2].description == "Improper Restriction of Excessive Authentication Attempts"
+    assert c.techniques[2].description == (
+        "Improper Restriction of Excessive Authentication Attempts"
+    )
     assert c.countries == ("NL", "RO", "US")
     assert c.related_campaigns == ("Carberp", "Fysbis", "Global Brute Force")
     assert dict(c.withheld) == {"campaign": 3, "country": 3, "ioc": 185, "ttp": 7, "ioa": 300}
@@ -182,7 +184,8 @@ def test_2021_generation_argument_input_value_network_port() -> None:
     (c,) = load(DATA / "vuldb-2021-bronze-union.md").campaigns
     by_type = {(i.type, i.value) for i in c.ioas}
     assert (IOAType.ARGUMENT, "SERVICES") in by_type
-    assert (IOAType.INPUT_VALUE, "curl -d SERVICES=DEVICE.ACCOUNT http://192.168.0.1/getcfg.php") in by_type
+    curl = "curl -d SERVICES=DEVICE.ACCOUNT http://192.168.0.1/getcfg.php"
+    assert (IOAType.INPUT_VALUE, curl) in by_type
     assert (IOAType.NETWORK_PORT, "Web Server Port") in by_type
     assert len(c.ioas) == 8
     assert dict(c.withheld) == {"ioc": 6}
@@ -277,7 +280,7 @@ def _real_pages() -> list[str]:
 
 REAL_PAGES = _real_pages()
 MARKDOWNISH = st.text(
-    alphabet=st.sampled_from(list("|`[]()#*-. \n\t0123456789abcTIOCAP:/\\\r") + ["\u00e9", "\x00"]),
+    alphabet=st.sampled_from([*"|`[]()#*-. \n\t0123456789abcTIOCAP:/\\\r", "\u00e9", "\x00"]),
     max_size=400,
 )
 
@@ -297,7 +300,8 @@ def test_random_text_never_raises(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(MARKDOWNISH)
 def test_markdownish_text_never_raises(text: str) -> None:
-    _assert_load_result(parse_vuldb("# X - Cyber Threat Intelligence\n## IOC\nID | a\n" + text, "m.md"))
+    head = "# X - Cyber Threat Intelligence\n## IOC\nID | a\n"
+    _assert_load_result(parse_vuldb(head + text, "m.md"))
 
 
 @st.composite

@@ -56,7 +56,8 @@ def parse_plainlist(text: str, path: str) -> LoadResult:
         except ValueError:
             network = None
         if network is None and not is_hostname(value):
-            problems.append(LoadProblem(source, f"not an IP, CIDR or hostname: {raw.strip()[:80]!r}", False))
+            message = f"not an IP, CIDR or hostname: {raw.strip()[:80]!r}"
+            problems.append(LoadProblem(source, message, fatal=False))
             continue
         if len(fields) > 1 and not (len(fields) == 2 and fields[1].isdigit()):
             problems.append(LoadProblem(source, "extra text after the indicator ignored", False))

@@ -111,7 +111,17 @@ def build() -> stix2.Bundle:
         )
     ]
     return stix2.Bundle(
-        campaign, sqli, xss, ip, net6, domain, url, unused, *relationships, allow_custom=False
+        campaign,
+        sqli,
+        xss,
+        ip,
+        net6,
+        domain,
+        url,
+        unused,
+        *relationships,
+        id="bundle--3b1f0c2e-6a1d-4f7e-9c55-8d2b7a0e4f10",
+        allow_custom=False,
     )
 
 
