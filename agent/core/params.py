@@ -1,0 +1,347 @@
+"""Request parameters from every place a backend reads them, normalized.
+
+Owns turning one `HttpRequest` into a `ParamSet`: route path segments and
+`;path-params`, the query string, urlencoded / multipart / JSON bodies and
+cookies. Names are decoded and lowercased; PHP-style `num[]`, `a[num]` and
+JSON paths such as `a.num` are also found under their leaf name `num`, so a
+detector asks `by_name("num")` once. Values are decoded (see
+`normalize.py`); the raw value stays for the log. Bounded: at most
+`max_params` parameters, malformed bodies degrade to best-effort scans.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.decision import Where
+from agent.core.http import HttpRequest
+from agent.core.normalize import NormalizedPath, decode_component, normalize_path
+from agent.core.routes import RouteMatcher
+
+# Anomaly codes (text after ": " is detail).
+TOO_MANY_PARAMS = "too_many_params"
+JSON_MALFORMED = "json_malformed"
+MULTIPART_MALFORMED = "multipart_malformed"
+
+# A scalar "key": value pair anywhere in (possibly broken) JSON text.
+_JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.){0,256})"\s*:\s*("(?:[^"\\]|\\.)*"|[^,{}\[\]\s"]+)')
+_DISPOSITION_PARAM = re.compile(r'([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+_JSON_TYPES = ("application/json", "text/json")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter. `name` is the leaf name detectors match; `full_name` as sent."""
+
+    name: str
+    value: str
+    raw: str
+    where: Where
+    double_encoded: bool = False
+    full_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSet:
+    params: tuple[Param, ...]
+    anomalies: tuple[str, ...] = ()
+    _index: dict[str, tuple[Param, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def by_name(self, name: str) -> tuple[Param, ...]:
+        """Every parameter whose leaf or full name is `name` (case-insensitive)."""
+        return self._index.get(name.lower(), ())
+
+    @property
+    def double_encoded(self) -> bool:
+        return any(p.double_encoded for p in self.params)
+
+    def __iter__(self) -> Iterator[Param]:
+        return iter(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+class _Collector:
+    __slots__ = ("anomalies", "full", "limit", "params")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.params: list[Param] = []
+        self.anomalies: dict[str, str] = {}
+        self.full = False
+
+    def add(self, param: Param) -> bool:
+        """Keep a parameter; False once the limit is reached."""
+        if len(self.params) >= self.limit:
+            if not self.full:
+                self.full = True
+                self.anomalies[TOO_MANY_PARAMS] = f"over {self.limit}"
+            return False
+        self.params.append(param)
+        return True
+
+    def note(self, code: str, detail: str) -> None:
+        self.anomalies.setdefault(code, detail)
+
+    def encoded(self, raw_name: str, raw_value: str, where: Where, plus: bool) -> bool:
+        """Add a percent-encoded name=value pair (query, form, cookie)."""
+        decoded_name = decode_component(raw_name, plus)
+        decoded_value = decode_component(raw_value, plus)
+        for code in decoded_name.anomalies + decoded_value.anomalies:
+            self.note(code, f"{where}:{raw_name}")
+        full_name = decoded_name.value.strip().lower()
+        double = decoded_name.double_encoded or decoded_value.double_encoded
+        if double:
+            self.note("double_encoding", f"{where}:{raw_name}")
+        return self.add(
+            Param(_leaf_name(full_name), decoded_value.value, raw_value, where, double, full_name)
+        )
+
+    def build(self) -> ParamSet:
+        index: dict[str, list[Param]] = {}
+        for param in self.params:
+            index.setdefault(param.name, []).append(param)
+            if param.full_name and param.full_name != param.name:
+                index.setdefault(param.full_name, []).append(param)
+                base = _base_name(param.full_name)
+                if base not in (param.name, param.full_name):
+                    index.setdefault(base, []).append(param)
+        anomalies = tuple(f"{code}: {detail}" for code, detail in self.anomalies.items())
+        return ParamSet(
+            tuple(self.params), anomalies, {k: tuple(v) for k, v in index.items()}
+        )
+
+
+def _leaf_name(full_name: str) -> str:
+    """`num[]`, `num[0]` -> `num`; `a[num]`, `a[b][num]` -> `num`."""
+    if "[" not in full_name:
+        return full_name
+    keys: list[str] = _BRACKETS.findall(full_name)
+    for key in reversed(keys):
+        if key and not key.isdigit():
+            return key
+    return full_name.split("[", 1)[0]
+
+
+def _base_name(full_name: str) -> str:
+    return full_name.split("[", 1)[0].split(".", 1)[0]
+
+
+def _pairs(text: str, into: _Collector, where: Where, plus: bool) -> None:
+    """`a=1&b=2;c` pairs; a name without `=` has value ``."""
+    if ";" in text:
+        text = text.replace(";", "&")
+    for piece in text.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        if not into.encoded(name, value, where, plus):
+            return
+
+
+def _query(target: str) -> str:
+    at = target.find("?")
+    if at < 0:
+        return ""
+    query = target[at + 1 :]
+    hash_at = query.find("#")
+    return query[:hash_at] if hash_at >= 0 else query
+
+
+def _path(path: NormalizedPath, routes: RouteMatcher, into: _Collector) -> None:
+    if len(routes):
+        seen = routes.match(path.path)
+        if path.alt_path is not None:
+            seen = seen + tuple(p for p in routes.match(path.alt_path) if p not in seen)
+        for name, value in seen:
+            into.add(Param(name, value, value, Where.PATH, path.double_encoded, name))
+    for text in path.path_params:
+        for piece in text.split(";"):
+            name, _, value = piece.partition("=")
+            full_name = name.strip().lower()
+            into.add(Param(_leaf_name(full_name), value, piece, Where.PATH, False, full_name))
+
+
+def _cookies(request: HttpRequest, into: _Collector) -> None:
+    for key, value in request.headers:
+        if key != "cookie":
+            continue
+        for piece in value.split(";"):
+            name, _, cookie = piece.strip().partition("=")
+            if name and not into.encoded(name, cookie.strip('"'), Where.COOKIE, False):
+                return
+
+
+def _media_type(request: HttpRequest) -> tuple[str, str]:
+    """(lowercased media type, full header value)."""
+    value = request.header("content-type") or ""
+    return value.split(";", 1)[0].strip().lower(), value
+
+
+def _body(request: HttpRequest, into: _Collector) -> None:
+    body = request.body
+    media, content_type = _media_type(request)
+    if media == "application/x-www-form-urlencoded":
+        _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
+    elif media == "multipart/form-data":
+        _multipart(body, content_type, request.body_truncated, into)
+    elif media in _JSON_TYPES or media.endswith("+json"):
+        _json(body, into)
+    elif not media or media == "text/plain" or "form" in media or "json" in media:
+        # A missing or odd type: backends differ, sniff like the most lenient one.
+        head = body.lstrip()[:1]
+        if head in (b"{", b"["):
+            _json(body, into)
+        elif b"=" in body:
+            _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
+
+
+def _json(body: bytes, into: _Collector) -> None:
+    text = body.decode("utf-8", "replace")
+    try:
+        document = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+    except (ValueError, RecursionError):
+        into.note(JSON_MALFORMED, "scanned for key/value pairs")
+        for match in _JSON_PAIR.finditer(text):
+            key, value = _json_unescape(match.group(1)), match.group(2)
+            if value.startswith('"'):
+                value = _json_unescape(value[1:-1])
+            full_name = key.lower()
+            if not into.add(Param(full_name, value, value, Where.BODY, False, full_name)):
+                return
+        return
+    _flatten(document, into)
+
+
+def _json_unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    try:
+        value = json.loads(f'"{text}"')
+    except ValueError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _flatten(document: Any, into: _Collector) -> None:
+    # Iterative: nesting depth is bounded by the body, not by Python's stack.
+    pending: list[tuple[str, str, Any]] = [("", "", document)]
+    while pending:
+        name, full_name, node = pending.pop()
+        if isinstance(node, dict):
+            for key, child in reversed(node.items()):
+                leaf = str(key).lower()
+                pending.append((leaf, f"{full_name}.{leaf}" if full_name else leaf, child))
+        elif isinstance(node, list):
+            for i in range(len(node) - 1, -1, -1):
+                pending.append((name, f"{full_name}[{i}]", node[i]))
+        else:
+            if node is None:
+                value = "null"
+            elif node is True or node is False:
+                value = "true" if node else "false"
+            else:
+                value = str(node)
+            if not into.add(Param(name, value, value, Where.BODY, False, full_name)):
+                return
+
+
+def _boundary(content_type: str) -> bytes | None:
+    for key, value in _DISPOSITION_PARAM.findall(content_type):
+        if key.lower() == "boundary":
+            text = _unquote(value)
+            return text.encode("latin-1", "replace") if text else None
+    return None
+
+
+def _unquote(value: str) -> str:
+    text = value.strip()
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def _multipart(body: bytes, content_type: str, truncated: bool, into: _Collector) -> None:
+    boundary = _boundary(content_type)
+    if boundary is None:
+        into.note(MULTIPART_MALFORMED, "no boundary")
+        return
+    delimiter = b"--" + boundary
+    parts = body.split(delimiter)
+    if len(parts) < 2:
+        into.note(MULTIPART_MALFORMED, "no delimiter")
+        return
+    closed = False
+    for part in parts[1:]:
+        if part.startswith(b"--"):
+            closed = True
+            break
+        head_end = part.find(b"\r\n\r\n")
+        skip = 4
+        if head_end < 0:
+            head_end, skip = part.find(b"\n\n"), 2
+            if head_end < 0:
+                continue  # a part cut before its content (truncated body)
+        head = part[:head_end].decode("latin-1")
+        content = part[head_end + skip :]
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
+        name, is_file = _disposition(head)
+        if name is None or is_file:
+            continue  # file contents are not form values
+        full_name = name.lower()
+        value = content.decode("utf-8", "replace")
+        if not into.add(Param(_leaf_name(full_name), value, value, Where.BODY, False, full_name)):
+            return
+    if not closed and not truncated:
+        into.note(MULTIPART_MALFORMED, "no closing delimiter")
+
+
+def _disposition(head: str) -> tuple[str | None, bool]:
+    """(form field name, whether the part is a file) from a part's headers."""
+    for line in head.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() != "content-disposition":
+            continue
+        name: str | None = None
+        is_file = False
+        for param, param_value in _DISPOSITION_PARAM.findall(value):
+            attribute = param.lower()
+            if attribute == "name":
+                name = _unquote(param_value)
+            elif attribute.startswith("filename"):
+                is_file = True
+        return name, is_file
+    return None, False
+
+
+def extract_params(
+    request: HttpRequest,
+    routes: RouteMatcher,
+    max_params: int = 256,
+    path: NormalizedPath | None = None,
+) -> ParamSet:
+    """All parameters of `request`; pass `path` if the caller normalized it already."""
+    into = _Collector(max_params)
+    target = request.target
+    if path is None:
+        path = normalize_path(target)
+    _path(path, routes, into)
+    query = _query(target)
+    if query:
+        _pairs(query, into, Where.QUERY, True)
+    if request.body and not into.full:
+        _body(request, into)
+    if not into.full:
+        _cookies(request, into)
+    return into.build()
