@@ -8,9 +8,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.lab.demo import decision_rows, write_demo_config
 from tests.lab.netns import (
     ADDR,
     NETNS_DIR,
@@ -283,3 +285,40 @@ def test_cleanup_stale_spares_live_and_foreign_namespaces(lab: Lab) -> None:
     finally:
         for name in (stale, foreign):
             subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+# ---------------------------------------------------------------- the demo's pieces
+
+
+def test_demo_config_is_accepted_by_the_agent(tmp_path: Path) -> None:
+    config = write_demo_config(tmp_path, dry_run=False)
+    enrichment = (tmp_path / "intel" / "rusty-flag.enrich.toml").read_text()
+    assert 'sqli = "drop"' in enrichment
+    res = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["usable"] and [c["campaign"] for c in summary["campaigns"]] == ["Rusty Flag"]
+
+
+def test_decision_rows_render_http_and_flow_events() -> None:
+    reason: dict[str, Any] = {
+        "indicator": {"kind": "ioa", "value": "num"},
+        "technique": {"id": "T1505", "cwe": ["CWE-89"]},
+    }
+    events: list[dict[str, Any]] = [
+        {"event": "ready"},
+        {"event": "decision", "timestamp": "2026-01-01T10:00:00.123456+00:00",
+         "src_ip": "10.211.1.2", "src_port": 40000, "action": "drop", "source": "nfqueue",
+         "http": {"http_method": "GET", "url": "/api/totals/last/1"}, "reasons": [reason]},
+        {"event": "decision", "src_ip": "10.211.1.2", "proto": "ICMP",
+         "dest_ip": "78.135.73.140", "action": "drop", "source": "nflog", "reasons": []},
+    ]
+    rows = decision_rows(events)
+    assert len(rows) == 2
+    assert rows[0] == ["10:00:00.123", "10.211.1.2:40000", "GET /api/totals/last/1",
+                       "drop (nfqueue)", "ioa:num", "T1505 CWE-89"]
+    assert rows[1][2] == "ICMP -> 78.135.73.140:"

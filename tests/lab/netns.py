@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -611,7 +612,9 @@ class Lab:
     def close(self) -> None:
         """Stop tracked processes, sweep what is left in our namespaces, delete them."""
         self.tracker.stop_all()
-        self._server_app = None
+        if self._server_app is not None:
+            shutil.rmtree(self._server_app.log_path.parent, ignore_errors=True)
+            self._server_app = None
         for name in reversed(self._created):
             ns = Netns(name)
             for pid in ns.pids():
