@@ -11,7 +11,10 @@ from agent.intel.snapshot import IntelSnapshot
 
 def policy_from_settings(settings: Settings) -> Policy:
     actions = {kind: settings.actions.for_kind(kind) for kind in EvidenceKind}
+    explicit = settings.actions.model_fields_set
+    overrides = {kind: action for kind, action in actions.items() if kind.value in explicit}
     return Policy(
+        overrides=overrides,
         actions=actions,
         drop_min_confidence=settings.actions.drop_min_confidence,
         dry_run=settings.dry_run,

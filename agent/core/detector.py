@@ -48,6 +48,9 @@ _PATH_END = frozenset("/?;")
 class Policy:
     """What the operator decided: defaults per evidence kind and the drop threshold."""
 
+    # Actions the operator set explicitly: they win over a campaign's enrichment.
+    overrides: dict[EvidenceKind, Action] = field(default_factory=dict)
+    # Built-in defaults: used when neither the operator nor the enrichment says.
     actions: dict[EvidenceKind, Action] = field(default_factory=dict)
     drop_min_confidence: Confidence = Confidence.LOW
     dry_run: bool = False
@@ -173,8 +176,8 @@ class Detector:
         cached = self._action_cache.get(cache_key)
         if cached is not None:
             return cached
-        action = None
-        if campaign.enrichment is not None:
+        action = self.policy.overrides.get(kind)
+        if action is None and campaign.enrichment is not None:
             action = campaign.enrichment.action_for(kind)
         if action is None:
             action = self.policy.default_action(kind)

@@ -1,0 +1,174 @@
+"""The decision core end to end: packets in, decisions and their events out."""
+
+from __future__ import annotations
+
+import random
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Raw
+
+from agent.core.decision import Decision, PacketMeta, Verdict
+from agent.core.engine import DecisionCore
+from agent.events import decision_event
+from tests.helpers import assert_valid_event, core_with_actions, default_core
+
+CLIENT, SERVER, IOC = "10.211.1.2", "10.211.2.2", "78.135.73.140"
+
+
+def _meta() -> PacketMeta:
+    return PacketMeta(timestamp=1_700_000_000.0)
+
+
+def _handshake(core: DecisionCore, sport: int, dport: int = 80) -> int:
+    core.decide(bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, flags="S", seq=100)), _meta())
+    core.decide(bytes(IP(src=SERVER, dst=CLIENT) / TCP(sport=dport, dport=sport, flags="SA", seq=900, ack=101)), _meta())
+    return 101
+
+
+def _send_stream(core: DecisionCore, data: bytes, cuts: list[int], sport: int, dport: int = 80) -> list[Decision]:
+    seq = _handshake(core, sport, dport)
+    bounds = [0, *sorted(set(cuts)), len(data)]
+    decisions = []
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        if start == end:
+            continue
+        packet = IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, flags="PA", seq=seq + start, ack=901) / Raw(data[start:end])
+        decisions.append(core.decide(bytes(packet), _meta()))
+    return decisions
+
+
+def _summary(decisions: list[Decision]) -> list[tuple[str, tuple[tuple[str, str, str | None], ...]]]:
+    return [
+        (
+            d.verdict.value,
+            tuple(sorted((r.evidence.kind.value, r.evidence.where.value, r.technique.attack_id if r.technique else None) for r in d.reasons)),
+        )
+        for d in decisions
+        if d.reasons or d.verdict != Verdict.ACCEPT
+    ]
+
+
+def _event_ok(decision: Decision) -> dict[str, object]:
+    event = decision_event(decision, timestamp=1.0, source="replay", mode="enforce", packet_no=1)
+    assert_valid_event(event)
+    return event
+
+
+def test_ioc_address_dropped_both_directions_v4() -> None:
+    core = default_core()
+    out = core.decide(bytes(IP(src=CLIENT, dst=IOC) / ICMP()), _meta())
+    back = core.decide(bytes(IP(src=IOC, dst=CLIENT) / UDP(sport=53, dport=5000)), _meta())
+    assert out.verdict == Verdict.DROP and back.verdict == Verdict.DROP
+    assert out.reasons[0].evidence.where.value == "dest_ip"
+    assert back.reasons[0].evidence.where.value == "src_ip"
+    event = _event_ok(out)
+    reason = event["reasons"][0]  # type: ignore[index]
+    assert reason["campaign"] == "Rusty Flag"
+    assert reason["indicator"]["value"] == IOC
+    assert reason["indicator"]["confidence"] == "High"
+
+
+def test_dry_run_turns_drop_into_would_drop() -> None:
+    core = default_core(mode="dry-run")
+    decision = core.decide(bytes(IP(src=CLIENT, dst=IOC) / TCP(dport=80, flags="S")), _meta())
+    assert decision.verdict == Verdict.WOULD_DROP
+    assert not decision.block_flow
+
+
+def test_benign_traffic_accepted() -> None:
+    core = default_core()
+    data = b"GET /api/totals/last/10 HTTP/1.1\r\nHost: metrics.lab\r\n\r\nGET /?q=hello HTTP/1.1\r\nHost: metrics.lab\r\n\r\n"
+    decisions = _send_stream(core, data, [], 40001)
+    assert all(d.verdict == Verdict.ACCEPT and not d.reasons for d in decisions)
+    v6 = core.decide(bytes(IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=1, dport=2)), _meta())
+    assert v6.verdict == Verdict.ACCEPT
+
+
+def test_sqli_in_path_segment_flagged_with_technique() -> None:
+    core = default_core()
+    data = b"GET /api/totals/last/1%20UNION%20SELECT%20sql%20FROM%20sqlite_master-- HTTP/1.1\r\nHost: x\r\n\r\n"
+    (decision,) = _send_stream(core, data, [], 40002)
+    assert decision.verdict == Verdict.FLAG
+    kinds = {(r.evidence.kind.value, r.evidence.where.value) for r in decision.reasons}
+    assert ("sqli", "path") in kinds and ("type_violation", "path") in kinds
+    sqli = next(r for r in decision.reasons if r.evidence.kind.value == "sqli")
+    assert sqli.technique is not None and sqli.technique.attack_id == "T1505" and sqli.technique.cwes == ("CWE-89",)
+    assert sqli.evidence.name == "num"
+    assert decision.http is not None and decision.http.method == "GET"
+    _event_ok(decision)
+
+
+def test_xss_in_query_maps_to_t1059_007() -> None:
+    core = default_core()
+    data = b"GET /api/diffs?num=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E HTTP/1.1\r\nHost: x\r\n\r\n"
+    (decision,) = _send_stream(core, data, [], 40003)
+    xss = [r for r in decision.reasons if r.evidence.kind.value == "xss"]
+    assert xss and xss[0].technique is not None and xss[0].technique.attack_id == "T1059.007"
+
+
+def test_srv_go_touch_maps_to_t1222() -> None:
+    core = default_core()
+    data = b"GET /a/../metrics-ui//server/./srv.go HTTP/1.1\r\nHost: x\r\n\r\n"
+    (decision,) = _send_stream(core, data, [], 40004)
+    file_reasons = [r for r in decision.reasons if r.evidence.kind.value == "file"]
+    assert file_reasons and file_reasons[0].technique is not None
+    assert file_reasons[0].technique.attack_id == "T1222"
+    assert decision.verdict == Verdict.FLAG
+
+
+def test_srv_go_segment_boundary_not_matched_inside_other_names() -> None:
+    core = default_core()
+    data = b"GET /metrics-ui/server/srv.golden HTTP/1.1\r\nHost: x\r\n\r\n"
+    (decision,) = _send_stream(core, data, [], 40005)
+    assert not decision.reasons
+
+
+def test_integer_num_everywhere_is_clean() -> None:
+    core = default_core()
+    data = (
+        b"POST /api/totals?num=7 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 6\r\nCookie: num=12\r\n\r\nnum=99"
+    )
+    decisions = _send_stream(core, data, [], 40006)
+    assert all(not d.reasons for d in decisions)
+
+
+def test_split_at_every_point_gives_same_decision() -> None:
+    data = b"POST /api/totals HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 27\r\n\r\nnum=1%20or%20sleep(5)%3D0--"
+    reference = _summary(_send_stream(default_core(), data, [], 41000))
+    assert reference and reference[0][0] == "flag"
+    rng = random.Random(7)
+    for index, cut in enumerate(range(1, len(data))):
+        assert _summary(_send_stream(default_core(), data, [cut], 41001 + index)) == reference
+    for index in range(30):
+        cuts = rng.sample(range(1, len(data)), rng.randint(2, 12))
+        assert _summary(_send_stream(default_core(), data, cuts, 42000 + index)) == reference
+    # Byte by byte.
+    assert _summary(_send_stream(default_core(), data, list(range(1, len(data))), 43000)) == reference
+
+
+def test_http_drop_policy_blocks_flow_after_benign_keepalive() -> None:
+    core = core_with_actions(sqli="drop")
+    benign = b"GET /api/totals/last/3 HTTP/1.1\r\nHost: x\r\n\r\n"
+    attack = b"GET /api/totals/last/3%20or%201=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    first, second = _send_stream(core, benign + attack, [len(benign)], 44000)
+    assert first.verdict == Verdict.ACCEPT
+    assert second.verdict == Verdict.DROP and second.block_flow
+    later = core.decide(
+        bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=44000, dport=80, flags="PA", seq=101 + len(benign) + len(attack), ack=901) / Raw(b"GET / HTTP/1.1\r\n\r\n")),
+        _meta(),
+    )
+    assert later.verdict == Verdict.DROP and not later.reasons
+
+
+def test_malformed_packets_are_data() -> None:
+    core = default_core()
+    rng = random.Random(1)
+    for _ in range(500):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80)))
+        decision = core.decide(blob, _meta())
+        assert isinstance(decision, Decision)
+    failure = core.decide(b"\x45\x00", _meta())
+    assert failure.decode_failure is not None
+    _event_ok(failure)
