@@ -178,6 +178,9 @@ def _block_rules(spec: RulesetSpec) -> list[str]:
         rules.append(f'{counted} counter name "blocked_flow"')
         return rules
     if spec.reset_blocked:
+        # Our own RST is attached to the blocked flow's conntrack and crosses the
+        # output hook: let RSTs of blocked flows through, they carry no data.
+        rules.append(f"{counted} tcp flags & rst == rst return")
         rules.append(
             f'{counted} meta l4proto tcp counter name "blocked_flow" reject with tcp reset'
         )
