@@ -307,18 +307,21 @@ def test_demo_config_is_accepted_by_the_agent(tmp_path: Path) -> None:
 def test_decision_rows_render_http_and_flow_events() -> None:
     reason: dict[str, Any] = {
         "indicator": {"kind": "ioa", "value": "num"},
+        "evidence": {"kind": "sqli", "where": "path"},
         "technique": {"id": "T1505", "cwe": ["CWE-89"]},
     }
     events: list[dict[str, Any]] = [
         {"event": "ready"},
         {"event": "decision", "timestamp": "2026-01-01T10:00:00.123456+00:00",
-         "src_ip": "10.211.1.2", "src_port": 40000, "action": "drop", "source": "nfqueue",
-         "http": {"http_method": "GET", "url": "/api/totals/last/1"}, "reasons": [reason]},
-        {"event": "decision", "src_ip": "10.211.1.2", "proto": "ICMP",
-         "dest_ip": "78.135.73.140", "action": "drop", "source": "nflog", "reasons": []},
+         "src_ip": "10.211.1.2", "src_port": 40000, "proto": "TCP", "action": "drop",
+         "source": "nfqueue", "http": {"http_method": "GET", "url": "/api/totals/last/1"},
+         "reasons": [reason, reason]},
     ]
+    icmp = {"event": "decision", "src_ip": "10.211.1.2", "proto": "ICMP",
+            "dest_ip": "78.135.73.140", "action": "drop", "source": "nflog", "reasons": []}
+    events += [icmp, icmp, icmp]
     rows = decision_rows(events)
     assert len(rows) == 2
     assert rows[0] == ["10:00:00.123", "10.211.1.2:40000", "GET /api/totals/last/1",
-                       "drop (nfqueue)", "ioa:num", "T1505 CWE-89"]
-    assert rows[1][2] == "ICMP -> 78.135.73.140:"
+                       "drop (nfqueue)", "ioa:num", "sqli@path", "T1505 CWE-89"]
+    assert rows[1][1:4] == ["10.211.1.2", "ICMP -> 78.135.73.140", "drop (nflog) x3"]

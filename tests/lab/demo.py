@@ -35,6 +35,7 @@ CAMPAIGN_DIR = REPO_ROOT / "configs" / "campaigns"
 AGENT_READY_TIMEOUT = 20.0
 AGENT_STOP_TIMEOUT = 10.0
 SQLI_UNION = "1)%20UNION%20SELECT%20name,secret%20FROM%20users--"
+XSS = "%3Cscript%3Ealert(1)%3C/script%3E"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +89,15 @@ def wait_for_ready(proc: subprocess.Popen[Any], out: Path, timeout: float) -> st
     return f"agent not ready after {timeout:g}s"
 
 
+_CURL_FAILURES = {7: "refused", 28: "timeout", 52: "empty reply", 56: "reset"}
+
+
 def _http(lab: Lab, addr: str, port: int, path: str, **kwargs: Any) -> str:
     res = lab.client.curl(http_url(addr, port, path), **kwargs)
     if res.status is not None:
         return f"HTTP {res.status} {res.body[:40]!r}"
-    return f"no response (curl {res.exit_code}: {res.error or ''})"[:80]
+    why = _CURL_FAILURES.get(res.exit_code, res.error or "")
+    return f"no response: {why} (curl {res.exit_code})"
 
 
 def scenarios() -> list[Scenario]:
@@ -109,7 +114,7 @@ def scenarios() -> list[Scenario]:
             str(e.status) if e.status is not None else (e.error or "none")
             for e in result.exchanges
         )
-        return f"[{seen}] one connection={result.single_connection}"
+        return f"[{seen}] same connection: {result.single_connection}"
 
     def crafted(lab: Lab) -> str:
         request = (
@@ -145,8 +150,10 @@ def scenarios() -> list[Scenario]:
         Scenario("SQLi split in 4 segments, out of order", "blocked (scapy)", crafted),
         Scenario("IOA file srv.go", "200 + flag",
                  lambda lab: _http(lab, srv4, 80, "/metrics-ui/server/srv.go")),
-        Scenario("XSS in /api/echo?q=", "200 + flag",
-                 lambda lab: _http(lab, srv4, 80, "/api/echo?q=%3Cscript%3Ealert(1)%3C/script%3E")),
+        Scenario("XSS through num", "blocked",
+                 lambda lab: _http(lab, srv4, 80, f"/api/diffs?num={XSS}")),
+        Scenario("XSS in q (not an IOA argument)", "200",
+                 lambda lab: _http(lab, srv4, 80, f"/api/echo?q={XSS}")),
         Scenario("IOC 78.135.73.140 ping/tcp/udp", "all dropped", ioc_probes),
         Scenario("IOC 78.135.73.140 HTTP", "dropped", lambda lab: _http(lab, ioc4, 80, "/health")),
         Scenario("control: ping server 10.211.2.2", "2/2",
@@ -166,27 +173,45 @@ def print_table(headers: list[str], widths: list[int], rows: list[list[str]]) ->
         print("  ".join(_clip(c, w).ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
+def _unique(items: list[str]) -> str:
+    return "; ".join(dict.fromkeys(i for i in items if i))
+
+
 def decision_rows(events: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
+    """One table row per decision event; identical consecutive rows collapse into "(xN)"."""
+    rows: list[list[str]] = []
+    repeats: list[int] = []
     for e in events:
         if e.get("event") != "decision":
             continue
         http = e.get("http") or {}
+        proto = str(e.get("proto", ""))
         if http:
             what = f"{http.get('http_method', '')} {http.get('url', '')}"
+        elif proto in ("TCP", "UDP"):
+            what = f"{proto} -> {e.get('dest_ip', '')}:{e.get('dest_port', '')}"
         else:
-            what = f"{e.get('proto', '')} -> {e.get('dest_ip', '')}:{e.get('dest_port', '')}"
+            what = f"{proto} -> {e.get('dest_ip', '')}"
         reasons = e.get("reasons") or []
-        indicator = "; ".join(
-            f"{r['indicator']['kind']}:{r['indicator']['value']}" for r in reasons
-        )
-        technique = "; ".join(
-            f"{r['technique']['id']} {'/'.join(r['technique']['cwe'])}"
-            for r in reasons if r.get("technique")
-        )
-        client = f"{e.get('src_ip', '?')}:{e.get('src_port', '')}"
-        rows.append([str(e.get("timestamp", ""))[11:23], client, what,
-                     f"{e.get('action', '')} ({e.get('source', '')})", indicator, technique])
+        indicator = _unique([f"{r['indicator']['kind']}:{r['indicator']['value']}"
+                             for r in reasons])
+        evidence = _unique([f"{r['evidence']['kind']}@{r['evidence']['where']}"
+                            for r in reasons if r.get("evidence")])
+        technique = _unique([f"{r['technique']['id']} {'/'.join(r['technique']['cwe'])}"
+                             for r in reasons if r.get("technique")])
+        port = e.get("src_port")
+        client = f"{e.get('src_ip', '?')}:{port}" if proto in ("TCP", "UDP") and port else str(
+            e.get("src_ip", "?"))
+        row = [str(e.get("timestamp", ""))[11:23], client, what,
+               f"{e.get('action', '')} ({e.get('source', '')})", indicator, evidence, technique]
+        if rows and rows[-1][1:] == row[1:]:
+            repeats[-1] += 1
+            continue
+        rows.append(row)
+        repeats.append(1)
+    for row, count in zip(rows, repeats, strict=True):
+        if count > 1:
+            row[3] += f" x{count}"
     return rows
 
 
@@ -225,11 +250,13 @@ def run_demo(dry_run: bool) -> int:
         except subprocess.TimeoutExpired:
             print("agent did not stop on SIGTERM; the lab kills it")
     print("What the client saw")
-    print_table(["scenario", "expected", "client saw", "took"], [38, 26, 60, 6], outcomes)
+    print_table(["scenario", "expected", "client saw", "took"], [38, 26, 64, 6], outcomes)
     events = read_events(agent_out)
     print(f"\nAgent decision events ({agent_out})")
-    print_table(["time", "client", "request / flow", "action", "indicator", "technique / CWE"],
-                [12, 24, 48, 18, 34, 20], decision_rows(events))
+    print_table(
+        ["time", "client", "request / flow", "action", "indicator", "evidence", "technique / CWE"],
+        [12, 20, 44, 20, 28, 30, 24], decision_rows(events),
+    )
     errors = [e for e in events if e.get("level") == "error"]
     for e in errors:
         print(f"agent error: {json.dumps(e)[:300]}")

@@ -87,10 +87,9 @@ _PING_STATS = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?receive
 
 
 def ping(ns: Netns, addr: str, *, count: int = 2, timeout: float = 3.0) -> PingResult:
-    """`ping -c count` bounded by `timeout` seconds overall (v4 or v6 by address)."""
-    args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
-            "-w", f"{max(1, round(timeout))}", addr]
-    proc = ns.run(args, check=False, timeout=timeout + _SPAWN_SLACK)
+    """`ping -c count`, each reply awaited up to `timeout` seconds (v4 or v6 by address)."""
+    args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", f"{timeout:g}", addr]
+    proc = ns.run(args, check=False, timeout=timeout + 0.2 * count + _SPAWN_SLACK)
     m = _PING_STATS.search(proc.stdout)
     if m is None:
         return PingResult(count, 0)
