@@ -21,6 +21,10 @@ from agent.core.http import (
     HttpRequestStream,
 )
 
+GET_H = b"GET / HTTP/1.1\r\nHost: h\r\n"
+POST_H = b"POST / HTTP/1.1\r\nHost: h\r\n"
+
+
 
 def parse(data: bytes, **kwargs: int) -> list[HttpRequest]:
     stream = HttpRequestStream(**kwargs)
@@ -74,7 +78,8 @@ def test_head_pending_before_body_then_complete_with_same_seq() -> None:
     assert stream.feed(b"POST /x?num=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nab") == []
     pending = stream.head_pending()
     assert pending is not None
-    assert (pending.seq, pending.target, pending.complete, pending.body) == (0, "/x?num=1", False, b"")
+    assert (pending.seq, pending.target) == (0, "/x?num=1")
+    assert (pending.complete, pending.body) == (False, b"")
     [request] = stream.feed(b"cdef")
     assert request.seq == pending.seq
     assert request.body == b"abcdef"
@@ -102,18 +107,19 @@ def test_finish_reports_partial_head() -> None:
     stream = HttpRequestStream()
     stream.feed(b"GET /api/totals/last/1%20or")
     [request] = stream.finish()
-    assert (request.method, request.target, request.complete) == ("GET", "/api/totals/last/1%20or", False)
+    assert (request.method, request.target) == ("GET", "/api/totals/last/1%20or")
+    assert not request.complete
 
 
 def test_finish_without_request_in_progress() -> None:
     stream = HttpRequestStream()
-    assert stream.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") != []
+    assert stream.feed(GET_H + b"\r\n") != []
     assert stream.finish() == []
 
 
 def test_body_capped_and_marked_truncated() -> None:
     [request] = parse(
-        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789", max_body=4
+        POST_H + b"Content-Length: 10\r\n\r\n0123456789", max_body=4
     )
     assert request.body == b"0123"
     assert request.body_truncated
@@ -123,28 +129,28 @@ def test_body_capped_and_marked_truncated() -> None:
 @pytest.mark.parametrize(
     ("name", "data"),
     [
-        ("cl+te", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("te+cl", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
-        ("dup-cl-same", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
-        ("dup-cl-diff", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
-        ("cl-list", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4, 4\r\n\r\nabcd"),
+        ("cl+te", POST_H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("te+cl", POST_H + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+        ("dup-cl-same", POST_H + b"Content-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
+        ("dup-cl-diff", POST_H + b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ("cl-list", POST_H + b"Content-Length: 4, 4\r\n\r\nabcd"),
         ("bare-lf", b"GET / HTTP/1.1\nHost: h\n\n"),
         ("bare-lf-header", b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n"),
-        ("obs-fold", b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"),
+        ("obs-fold", GET_H + b"X: a\r\n b\r\n\r\n"),
         ("space-before-colon", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n"),
-        ("te-space-before-colon", b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
-        ("te-not-chunked", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc"),
-        ("te-twice", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        ("bad-chunk-size", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-        ("chunk-bare-lf", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n"),
+        ("te-space-before-colon", POST_H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("te-not-chunked", POST_H + b"Transfer-Encoding: gzip\r\n\r\nabc"),
+        ("te-twice", POST_H + b"Transfer-Encoding: chunked\r\n" * 2 + b"\r\n0\r\n\r\n"),
+        ("bad-chunk-size", POST_H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        ("chunk-bare-lf", POST_H + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n"),
         ("bad-method-char", b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n"),
         ("ctl-in-target", b"GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n"),
         ("space-in-target", b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
         ("nul-in-header", b"GET / HTTP/1.1\r\nHost: h\x00\r\n\r\n"),
         ("non-http", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
         ("ssh", b"SSH-2.0-OpenSSH_9.6\r\n"),
-        ("negative-cl", b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n"),
-        ("data-after-close", b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"),
+        ("negative-cl", POST_H + b"Content-Length: -1\r\n\r\n"),
+        ("data-after-close", GET_H + b"Connection: close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"),
     ],
 )
 def test_parser_rejections_are_reported_and_stop_the_stream(name: str, data: bytes) -> None:
@@ -157,18 +163,20 @@ def test_parser_rejections_are_reported_and_stop_the_stream(name: str, data: byt
     assert not failed.complete
     assert all(not r.parse_failed for r in requests[:-1])
     assert stream.stopped
-    assert stream.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n") == []
+    assert stream.feed(GET_H + b"\r\n") == []
     assert stream.finish() == []
 
 
 def test_failed_request_keeps_request_line_when_known() -> None:
-    [failed] = parse(b"POST /login HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    [failed] = parse(
+        b"POST /login HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    )
     assert (failed.seq, failed.method, failed.target) == (0, "POST", "/login")
     assert "Duplicate Content-Length" in failed.anomalies[-1]
 
 
 def test_garbage_after_a_good_request_fails_as_the_next_seq() -> None:
-    good, failed = parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n\x00\x01\x02")
+    good, failed = parse(GET_H + b"\r\n\x00\x01\x02")
     assert good.complete and not good.anomalies
     assert failed.seq == 1
     assert failed.method == ""
@@ -181,13 +189,16 @@ def test_garbage_after_a_good_request_fails_as_the_next_seq() -> None:
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MULTIPLE_HOST),
         (b"GET / HTTP/1.1\r\n\r\n", MISSING_HOST),
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", TE_ON_HTTP10),
-        (b"POST / HTTP/1.1\r\nHost: h\r\nContent_Length: 3\r\n\r\n", FRAMING_HEADER_LOOKALIKE),
-        (b"GET / HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\n\r\n", FRAMING_HEADER_LOOKALIKE),
-        (b"GET http://evil.example/a HTTP/1.1\r\nHost: good.example\r\n\r\n", ABSOLUTE_FORM_HOST_MISMATCH),
+        (POST_H + b"Content_Length: 3\r\n\r\n", FRAMING_HEADER_LOOKALIKE),
+        (GET_H + b"Transfer_Encoding: chunked\r\n\r\n", FRAMING_HEADER_LOOKALIKE),
+        (
+            b"GET http://evil.example/a HTTP/1.1\r\nHost: good.example\r\n\r\n",
+            ABSOLUTE_FORM_HOST_MISMATCH,
+        ),
         (b"GET /\r\n\r\n", UNEXPECTED_VERSION),
         (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", UNEXPECTED_VERSION),
         (
-            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            POST_H + b"Transfer-Encoding: chunked\r\n\r\n"
             b"1\r\na\r\n0\r\nHost: other\r\n\r\n",
             FRAMING_TRAILER,
         ),
@@ -212,7 +223,7 @@ def test_http10_without_host_is_clean() -> None:
 
 def test_trailers_kept_apart_from_headers() -> None:
     [request] = parse(
-        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n"
+        POST_H + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n"
     )
     assert request.trailers == (("x-t", "1"),)
     assert ("x-t", "1") not in request.headers
@@ -245,14 +256,16 @@ def test_websocket_upgrade_then_frames_ends_quietly() -> None:
 
 def test_connect_tunnel_with_tls_ends_quietly() -> None:
     stream = HttpRequestStream()
-    [request] = stream.feed(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n\x16\x03\x01")
+    [request] = stream.feed(
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n\x16\x03\x01"
+    )
     assert (request.method, request.target) == ("CONNECT", "a.example:443")
     assert stream.stopped
 
 
 def test_requests_after_refused_upgrade_are_still_parsed() -> None:
     data = (
-        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+        GET_H + b"Connection: Upgrade\r\nUpgrade: foo\r\n\r\n"
         b"GET /api/totals/last/1%20or%201=1 HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     first, second = parse(data)
@@ -264,7 +277,7 @@ def test_requests_after_refused_upgrade_are_still_parsed() -> None:
 
 def test_upgrade_request_body_is_read_not_skipped() -> None:
     data = (
-        b"POST / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        POST_H + b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
         b"Content-Length: 5\r\n\r\nnum=1GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     cut = data.index(b"num=1") + 3

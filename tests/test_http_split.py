@@ -8,6 +8,10 @@ from hypothesis import strategies as st
 
 from agent.core.http import HttpRequest, HttpRequestStream
 
+GET_H = b"GET / HTTP/1.1\r\nHost: x\r\n"
+POST_H = b"POST / HTTP/1.1\r\nHost: x\r\n"
+
+
 CORPUS: dict[str, bytes] = {
     "simple": b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: num=1\r\n\r\n",
     "pipelined": (
@@ -21,32 +25,32 @@ CORPUS: dict[str, bytes] = {
     ),
     "truncated-body": b"POST /t HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nnum=1",
     "truncated-head": b"GET /api/totals/last/1 HTTP/1.1\r\nHost: x\r\nUser-Ag",
-    "cl-te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "dup-cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
-    "bad-header-name": b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nH\xffst: y\r\n\r\n",
-    "bad-header-value": b"GET / HTTP/1.1\r\nHost: x\r\nA: b\x01c\r\n\r\n",
-    "obs-fold": b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+    "cl-te": POST_H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "dup-cl": POST_H + b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "bad-header-name": GET_H + b"Accept: */*\r\nH\xffst: y\r\n\r\n",
+    "bad-header-value": GET_H + b"A: b\x01c\r\n\r\n",
+    "obs-fold": GET_H + b"X: a\r\n b\r\n\r\n",
     "bad-url-char": b"GET /api/totals/last/1\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad-url-tab": b"GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad-version": b"GET /a HTTP/9.9\r\nHost: x\r\n\r\n",
     "bare-lf": b"GET /a HTTP/1.1\nHost: x\n\n",
     "bad-method": b"GXT / HTTP/1.1\r\n\r\n",
-    "garbage-after": b"GET / HTTP/1.1\r\nHost: x\r\n\r\nzzz zzz\r\n",
+    "garbage-after": GET_H + b"\r\nzzz zzz\r\n",
     "tls": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
-    "upgrade-ws": b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x83abc",
+    "upgrade-ws": GET_H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x83abc",
     "upgrade-refused": (
-        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+        GET_H + b"Connection: Upgrade\r\nUpgrade: foo\r\n\r\n"
         b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
     ),
     "upgrade-body": (
-        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\n"
+        POST_H + b"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\n"
         b"abcGET /x HTTP/1.1\r\nHost: x\r\n\r\n"
     ),
     "connect": b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\x16\x03\x01",
     "dup-host": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     "big-head": b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "many-headers": b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 12 + b"\r\n",
-    "big-body": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"b" * 100,
+    "big-body": POST_H + b"Content-Length: 100\r\n\r\n" + b"b" * 100,
 }
 LIMITS = {"max_body": 64, "max_head": 256, "max_headers": 10}
 
