@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.demo import decision_rows, write_demo_config
+from tests.lab.demo import decision_rows, start_agent, write_demo_config
 from tests.lab.netns import (
     ADDR,
     NETNS_DIR,
@@ -325,3 +325,33 @@ def test_decision_rows_render_http_and_flow_events() -> None:
     assert rows[0] == ["10:00:00.123", "10.211.1.2:40000", "GET /api/totals/last/1",
                        "drop (nfqueue)", "ioa:num", "sqli@path", "T1505 CWE-89"]
     assert rows[1][1:4] == ["10.211.1.2", "ICMP -> 78.135.73.140", "drop (nflog) x3"]
+
+
+# ---------------------------------------------------------------- the agent in the lab
+
+
+def test_agent_blocks_in_the_lab(served: Lab, tmp_path: Path) -> None:
+    """End to end: benign keep-alive requests pass, the SQLi resets the connection, IOC drops."""
+    agent = start_agent(served, write_demo_config(tmp_path, dry_run=False), tmp_path / "out")
+    try:
+        result = served.client.keepalive(ADDR.server_v4, 80, [
+            Request(path="/health"),
+            Request(path="/api/totals/last/2"),
+            Request(path=f"/api/totals/last/{SQLI_UNION}"),
+            Request(path="/health"),
+        ])
+        assert result.statuses[:2] == (200, 200)
+        assert result.statuses[2:] == (None, None)
+        assert result.exchanges[2].error in ("reset", "closed")
+        assert served.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).received == 0
+        assert served.client.ping(ADDR.server_v4, count=1, timeout=1.0).received == 1
+        fresh = served.client.curl(http_url(ADDR.server_v4, 80, "/api/totals/last/1"))
+        assert fresh.status == 200
+    finally:
+        assert agent.stop() == 0
+    decisions = [e for e in agent.events() if e.get("event") == "decision"]
+    assert any(e["action"] == "drop" and "UNION" in e.get("http", {}).get("url", "")
+               for e in decisions)
+    # Stopped: the agent removed its table and the IOC is reachable again.
+    assert "rustyflag" not in served.gateway.run(["nft", "list", "tables"]).stdout
+    assert served.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).received == 1

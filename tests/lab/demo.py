@@ -215,6 +215,41 @@ def decision_rows(events: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+@dataclass(slots=True)
+class RunningAgent:
+    """`rustyflag-agent run` in the gateway namespace; its JSON log goes to `output`."""
+
+    proc: subprocess.Popen[Any]
+    output: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.output)
+
+    def stop(self, timeout: float = AGENT_STOP_TIMEOUT) -> int | None:
+        """SIGTERM and wait; None if it did not exit (the lab kills it on close)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def start_agent(lab: Lab, config: Path, output: Path) -> RunningAgent:
+    """Start the agent in `lab`'s gateway; raises RuntimeError unless it logs `ready`."""
+    with output.open("w") as sink:
+        proc = lab.gateway.popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            stdout=sink, stderr=subprocess.STDOUT, env=python_env(),
+        )
+    agent = RunningAgent(proc, output)
+    problem = wait_for_ready(proc, output, AGENT_READY_TIMEOUT)
+    if problem is not None:
+        agent.stop()
+        raise RuntimeError(f"{problem}; its output:\n{output.read_text(errors='replace')[-4000:]}")
+    return agent
+
+
 def run_demo(dry_run: bool) -> int:
     reason = lab_unavailable_reason()
     if reason is not None:
@@ -223,18 +258,13 @@ def run_demo(dry_run: bool) -> int:
     cleanup_stale()
     workdir = Path(tempfile.mkdtemp(prefix="rf-demo-"))
     config = write_demo_config(workdir, dry_run)
-    agent_out = workdir / "agent.jsonl"
     with Lab() as lab:
         print(f"lab up in {lab.setup_seconds:.2f}s: {', '.join(n.name for n in lab.namespaces)}")
         lab.start_server_app()
-        with agent_out.open("w") as sink:
-            agent = lab.gateway.popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(config)],
-                stdout=sink, stderr=subprocess.STDOUT, env=python_env(),
-            )
-        problem = wait_for_ready(agent, agent_out, AGENT_READY_TIMEOUT)
-        if problem is not None:
-            print(f"{problem}; its output:\n{agent_out.read_text(errors='replace')[-4000:]}")
+        try:
+            agent = start_agent(lab, config, workdir / "agent.jsonl")
+        except RuntimeError as exc:
+            print(exc)
             return 1
         print(f"agent ready in the gateway namespace (config {config})\n")
         outcomes = []
@@ -244,22 +274,19 @@ def run_demo(dry_run: bool) -> int:
             outcomes.append([scenario.label, scenario.expect, seen,
                              f"{time.monotonic() - started:.2f}s"])
         time.sleep(1.0)  # NFLOG and worker events reach the log
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=AGENT_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        if agent.stop() is None:
             print("agent did not stop on SIGTERM; the lab kills it")
     print("What the client saw")
     print_table(["scenario", "expected", "client saw", "took"], [38, 26, 64, 6], outcomes)
-    events = read_events(agent_out)
-    print(f"\nAgent decision events ({agent_out})")
+    events = agent.events()
+    print(f"\nAgent decision events ({agent.output})")
     print_table(
         ["time", "client", "request / flow", "action", "indicator", "evidence", "technique / CWE"],
         [12, 20, 44, 20, 28, 30, 24], decision_rows(events),
     )
-    errors = [e for e in events if e.get("level") == "error"]
-    for e in errors:
-        print(f"agent error: {json.dumps(e)[:300]}")
+    for e in events:
+        if e.get("level") == "error":
+            print(f"agent error: {json.dumps(e)[:300]}")
     return 0
 
 
