@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.core.decode import Packet, decode_ip  # noqa: E402
-from agent.core.flows import FlowTable  # noqa: E402
+from agent.core.decode import Packet, decode_ip
+from agent.core.flows import FlowTable
 
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 
