@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -78,7 +79,7 @@ def throwaway_pair() -> Iterator[tuple[Netns, Netns]]:
     """Two fresh namespaces joined by a veth: a scratch place for unsafe setups."""
     if (reason := lab_unavailable_reason()) is not None:
         pytest.skip(reason)
-    tag = f"rf-neg-{time.monotonic_ns() % 10**8}"
+    tag = f"rf-neg-{secrets.token_hex(4)}"
     a, b = Netns(f"{tag}-a"), Netns(f"{tag}-b")
     try:
         for ns in (a, b):
@@ -261,9 +262,9 @@ def test_cleanup_leaves_no_namespace_and_no_process() -> None:
 
 
 def test_cleanup_stale_spares_live_and_foreign_namespaces(lab: Lab) -> None:
-    # A dead creator pid: pid_max is at most 4194304.
-    stale = "rf-9999999-abcdef-gw"
-    foreign = "rf-someone-elses-ns"
+    # A dead creator pid (pid_max is at most 4194304); random tags: runs may overlap.
+    stale = f"rf-9999999-{secrets.token_hex(3)}-gw"
+    foreign = f"rf-someone-elses-{secrets.token_hex(3)}"
     for name in (stale, foreign):
         subprocess.run(["ip", "netns", "add", name], check=True)
     try:
@@ -278,10 +279,12 @@ def test_cleanup_stale_spares_live_and_foreign_namespaces(lab: Lab) -> None:
             cwd=Path(__file__).resolve().parents[1],
         )
         deleted = json.loads(out.stdout)
-        assert stale in deleted
-        assert foreign not in deleted
+        remaining = _namespaces()
+        # A concurrent run's cleanup may have removed it first: gone is what matters.
+        assert stale not in remaining
+        assert foreign in remaining and foreign not in deleted
         assert all(ns.name not in deleted for ns in lab.namespaces)
-        assert {ns.name for ns in lab.namespaces} <= _namespaces()
+        assert {ns.name for ns in lab.namespaces} <= remaining
     finally:
         for name in (stale, foreign):
             subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
