@@ -17,8 +17,9 @@ class _Node:
     def __init__(self) -> None:
         self.literals: dict[str, _Node] = {}
         self.param: _Node | None = None
-        # One entry per template ending here: (segment index, parameter name) pairs.
-        self.ends: list[tuple[tuple[int, str], ...]] = []
+        # One entry per template ending here: its position among the templates and
+        # its (segment index, parameter name) pairs.
+        self.ends: list[tuple[int, tuple[tuple[int, str], ...]]] = []
 
 
 def _segments(path: str) -> list[str]:
@@ -38,11 +39,11 @@ class RouteMatcher:
     def __init__(self, templates: Sequence[str]) -> None:
         self.templates = tuple(templates)
         self._root = _Node()
-        for template in self.templates:
-            self._add(template)
+        for position, template in enumerate(self.templates):
+            self._add(position, template)
         self._empty = not self.templates
 
-    def _add(self, template: str) -> None:
+    def _add(self, position: int, template: str) -> None:
         node = self._root
         captures: list[tuple[int, str]] = []
         path = template.split("?", 1)[0]
@@ -54,25 +55,26 @@ class RouteMatcher:
                 node = node.param
             else:
                 node = node.literals.setdefault(segment.lower(), _Node())
-        node.ends.append(tuple(captures))
+        node.ends.append((position, tuple(captures)))
 
     def __len__(self) -> int:
         return len(self.templates)
 
     def match(self, normalized_path: str) -> tuple[tuple[str, str], ...]:
-        """(parameter name, segment value) for every template the path matches."""
+        """(parameter name, segment value) for every template the path matches.
+
+        In template order, each pair once.
+        """
         if self._empty:
             return ()
         segments = _segments(normalized_path)
         count = len(segments)
-        found: dict[tuple[str, str], None] = {}
+        matched: list[tuple[int, tuple[tuple[int, str], ...]]] = []
         pending: list[tuple[_Node, int]] = [(self._root, 0)]
         while pending:
             node, depth = pending.pop()
             if depth == count:
-                for captures in node.ends:
-                    for index, name in captures:
-                        found[(name, segments[index])] = None
+                matched.extend(node.ends)
                 continue
             segment = segments[depth]
             if node.literals:
@@ -81,4 +83,10 @@ class RouteMatcher:
                     pending.append((child, depth + 1))
             if node.param is not None and segment:
                 pending.append((node.param, depth + 1))
+        if not matched:
+            return ()
+        matched.sort()
+        found = {
+            (name, segments[index]): None for _, captures in matched for index, name in captures
+        }
         return tuple(found)
