@@ -36,8 +36,11 @@ lint: venv
 	$(PY) -m ruff check agent tests bench
 	$(PY) -m mypy
 
+# Builds the namespace lab, runs the agent on the embedded Rusty Flag campaign in the
+# gateway namespace, sends benign and malicious traffic, prints the decisions, tears down.
 demo: venv
-	$(VENV)/bin/rustyflag-agent check
+	$(VENV)/bin/rustyflag-agent check --config configs/agent.toml
+	$(PY) -m tests.lab.demo
 
 bench: venv
 	$(PY) bench/run_all.py

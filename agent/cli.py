@@ -27,7 +27,9 @@ EXIT_INTERNAL = 70
 
 
 def _add_common(parser: argparse.ArgumentParser, *, intel: bool = True) -> None:
-    parser.add_argument("--config", type=Path, help="agent.toml (default /etc/rustyflag-agent/agent.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="agent.toml (default /etc/rustyflag-agent/agent.toml)"
+    )
     if intel:
         parser.add_argument(
             "--intel",
@@ -65,13 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="run the decision core over a pcap/pcapng file")
     replay.add_argument("pcap", type=Path, metavar="FILE")
     _add_common(replay)
-    replay.add_argument("--json", action="store_true", help="one JSON decision per line, then a JSON summary")
+    replay.add_argument(
+        "--json", action="store_true", help="one JSON decision per line, then a JSON summary"
+    )
     replay.add_argument("--all", action="store_true", help="also print plain accepts")
-    replay.add_argument("--dry-run", action="store_true", help="decide as in dry-run mode (drop -> would_drop)")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="decide as in dry-run mode (drop -> would_drop)"
+    )
 
     run = commands.add_parser("run", help="enforce on this gateway (nftables + NFQUEUE + NFLOG)")
     _add_common(run)
-    run.add_argument("--dry-run", action="store_true", help="audit mode: log what would be dropped, drop nothing")
+    run.add_argument(
+        "--dry-run", action="store_true", help="audit mode: log what would be dropped, drop nothing"
+    )
     return parser
 
 
@@ -128,36 +136,39 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.extend(str(p) for p in exc.problems)
     load = _load(args, settings if settings is not None else Settings.model_construct())
     problems.extend(str(p) for p in load.errors)
-    summary = {
+    campaigns = _campaign_summary(load.snapshot) if load.snapshot else []
+    warnings = [str(w) for w in load.warnings]
+    usable = not problems and load.snapshot is not None
+    summary: dict[str, Any] = {
         "usable": not problems and load.snapshot is not None,
         "intel_version": load.snapshot.intel_version if load.snapshot else None,
         "mode": settings.mode if settings else None,
         "sources": [str(p) for p in load.sources],
-        "campaigns": _campaign_summary(load.snapshot) if load.snapshot else [],
+        "campaigns": campaigns,
         "errors": problems,
-        "warnings": [str(w) for w in load.warnings],
+        "warnings": warnings,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        for row in summary["campaigns"]:
+        for row in campaigns:
             withheld = ", ".join(f"{k} {v}" for k, v in row["withheld"].items()) or "none"
             print(
                 f"{row['campaign']} ({row['kind']}): {row['iocs']} IOC, {row['techniques']} TTP, "
                 f"{row['ioas']} IOA; withheld: {withheld}; enrichment: {'yes' if row['enriched'] else 'no'}"
             )
-        for warning in summary["warnings"]:
+        for warning in warnings:
             print(f"warning: {warning}")
         for error in problems:
             print(f"error: {error}", file=sys.stderr)
-        if summary["usable"]:
+        if usable:
             print(f"ok: intel_version {summary['intel_version']}, mode {summary['mode']}")
-    return EXIT_OK if summary["usable"] else EXIT_UNUSABLE
+    return EXIT_OK if usable else EXIT_UNUSABLE
 
 
 def cmd_intel_show(args: argparse.Namespace) -> int:
     snapshot = _require_snapshot(_load(args, _settings(args)))
-    data = {
+    data: dict[str, Any] = {
         "intel_version": snapshot.intel_version,
         "campaigns": [
             {
@@ -167,17 +178,32 @@ def cmd_intel_show(args: argparse.Namespace) -> int:
                 "content_hash": c.content_hash,
                 "actors": [{"name": a.name, "confidence": a.confidence.value} for a in c.actors],
                 "iocs": [
-                    {"id": i.id, "value": i.value, "hostname": i.hostname, "actor": i.actor,
-                     "confidence": i.confidence.value, "source": str(i.source)}
+                    {
+                        "id": i.id,
+                        "value": i.value,
+                        "hostname": i.hostname,
+                        "actor": i.actor,
+                        "confidence": i.confidence.value,
+                        "source": str(i.source),
+                    }
                     for i in c.iocs
                 ],
                 "techniques": [
-                    {"id": t.attack_id, "cwe": list(t.cwes), "description": t.description,
-                     "confidence": t.confidence.value}
+                    {
+                        "id": t.attack_id,
+                        "cwe": list(t.cwes),
+                        "description": t.description,
+                        "confidence": t.confidence.value,
+                    }
                     for t in c.techniques
                 ],
                 "ioas": [
-                    {"id": a.id, "type": a.type.value, "value": a.value, "confidence": a.confidence.value}
+                    {
+                        "id": a.id,
+                        "type": a.type.value,
+                        "value": a.value,
+                        "confidence": a.confidence.value,
+                    }
                     for a in c.ioas
                 ],
                 "references": list(c.references),
@@ -202,10 +228,14 @@ def cmd_intel_show(args: argparse.Namespace) -> int:
     for campaign in data["campaigns"]:
         print(f"\n== {campaign['name']} ({campaign['kind']}) from {campaign['source']}")
         for ioc in campaign["iocs"]:
-            host = f" {ioc['hostname']}" if ioc["hostname"] and ioc["hostname"] != ioc["value"] else ""
+            host = (
+                f" {ioc['hostname']}" if ioc["hostname"] and ioc["hostname"] != ioc["value"] else ""
+            )
             print(f"  IOC  {ioc['value']}{host} [{ioc['confidence']}]")
         for technique in campaign["techniques"]:
-            print(f"  TTP  {technique['id']} {','.join(technique['cwe'])} {technique['description']} [{technique['confidence']}]")
+            print(
+                f"  TTP  {technique['id']} {','.join(technique['cwe'])} {technique['description']} [{technique['confidence']}]"
+            )
         for ioa in campaign["ioas"]:
             print(f"  IOA  {ioa['type']}: {ioa['value']} [{ioa['confidence']}]")
         if campaign["enrichment"]:
@@ -227,7 +257,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sink = json_line_sink(write) if args.json else text_line_sink(write)
     try:
         summary = replay_pcap(
-            args.pcap, core, sink, mode=settings.mode, include_accepts=args.all,
+            args.pcap,
+            core,
+            sink,
+            mode=settings.mode,
+            include_accepts=args.all,
             value_limit=settings.log.max_value_length,
         )
     except PcapError as exc:

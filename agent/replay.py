@@ -96,12 +96,16 @@ def text_line_sink(write: Callable[[str], Any]) -> EventSink:
 
     def sink(event: dict[str, Any]) -> None:
         reasons = event.get("reasons") or []
-        what = "; ".join(
-            f"{r['evidence']['kind']}@{r['evidence']['where']}"
-            f"{'=' + r['evidence']['name'] if 'name' in r['evidence'] else ''}"
-            f" -> {r['technique']['id'] if r['technique'] else '-'} ({r['campaign']})"
-            for r in reasons
-        ) or ",".join(a["kind"] for a in event.get("anomalies", [])) or event.get("decode_failure", "")
+        what = (
+            "; ".join(
+                f"{r['evidence']['kind']}@{r['evidence']['where']}"
+                f"{'=' + r['evidence']['name'] if 'name' in r['evidence'] else ''}"
+                f" -> {r['technique']['id'] if r['technique'] else '-'} ({r['campaign']})"
+                for r in reasons
+            )
+            or ",".join(a["kind"] for a in event.get("anomalies", []))
+            or event.get("decode_failure", "")
+        )
         flow = f"{event.get('src_ip', '?')}:{event.get('src_port', 0)} -> {event.get('dest_ip', '?')}:{event.get('dest_port', 0)}"
         http = event.get("http")
         target = f" {http['http_method']} {http['url']}" if http else ""

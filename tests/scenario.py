@@ -60,9 +60,17 @@ class ScenarioBuilder:
         sport = self.next_port
         self.next_port += 1
         client_isn, server_isn = 1000, 5000
-        self._emit(IP(src=CLIENT, dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=client_isn))
-        self._emit(IP(src=dst, dst=CLIENT) / TCP(sport=dport, dport=sport, flags="SA", seq=server_isn, ack=client_isn + 1))
-        self._emit(IP(src=CLIENT, dst=dst) / TCP(sport=sport, dport=dport, flags="A", seq=client_isn + 1, ack=server_isn + 1))
+        self._emit(
+            IP(src=CLIENT, dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=client_isn)
+        )
+        self._emit(
+            IP(src=dst, dst=CLIENT)
+            / TCP(sport=dport, dport=sport, flags="SA", seq=server_isn, ack=client_isn + 1)
+        )
+        self._emit(
+            IP(src=CLIENT, dst=dst)
+            / TCP(sport=sport, dport=dport, flags="A", seq=client_isn + 1, ack=server_isn + 1)
+        )
         offsets = []
         seq = client_isn + 1
         for segment in segments:
@@ -73,14 +81,26 @@ class ScenarioBuilder:
             numbers.append(
                 self._emit(
                     IP(src=CLIENT, dst=dst)
-                    / TCP(sport=sport, dport=dport, flags="PA", seq=offsets[index], ack=server_isn + 1)
+                    / TCP(
+                        sport=sport, dport=dport, flags="PA", seq=offsets[index], ack=server_isn + 1
+                    )
                     / Raw(segments[index])
                 )
             )
-        self._emit(IP(src=dst, dst=CLIENT) / TCP(sport=dport, dport=sport, flags="A", seq=server_isn + 1, ack=seq))
+        self._emit(
+            IP(src=dst, dst=CLIENT)
+            / TCP(sport=dport, dport=sport, flags="A", seq=server_isn + 1, ack=seq)
+        )
         return numbers
 
-    def expect(self, label: str, action: str, evidence: list[tuple[str, str]], techniques: list[str], frames: list[int]) -> None:
+    def expect(
+        self,
+        label: str,
+        action: str,
+        evidence: list[tuple[str, str]],
+        techniques: list[str],
+        frames: list[int],
+    ) -> None:
         self.expectations.append(Expectation(label, action, evidence, techniques, frames))
 
 
@@ -121,16 +141,34 @@ def build() -> ScenarioBuilder:
     s.expect("srv.go probe, evasive", "flag", [("file", "path")], [file_], [f])
 
     # SQL injection through num: path segment, query, form body.
-    (f,) = s.tcp_flow([_get("/api/totals/last/1%20UNION%20SELECT%20name,sql%20FROM%20sqlite_master--")])
-    s.expect("sqli in path", "flag", [("sqli", "path"), ("type_violation", "path")], [sqli, typev], [f])
+    (f,) = s.tcp_flow(
+        [_get("/api/totals/last/1%20UNION%20SELECT%20name,sql%20FROM%20sqlite_master--")]
+    )
+    s.expect(
+        "sqli in path", "flag", [("sqli", "path"), ("type_violation", "path")], [sqli, typev], [f]
+    )
     (f,) = s.tcp_flow([_get("/api/totals?num=1%20or%201=1")])
-    s.expect("sqli in query", "flag", [("sqli", "query"), ("type_violation", "query")], [sqli, typev], [f])
+    s.expect(
+        "sqli in query",
+        "flag",
+        [("sqli", "query"), ("type_violation", "query")],
+        [sqli, typev],
+        [f],
+    )
     (f,) = s.tcp_flow([_post("/api/totals", "num=1%29%3BSELECT%20pg_sleep%285%29--")])
-    s.expect("sqli in form body", "flag", [("sqli", "body"), ("type_violation", "body")], [sqli, typev], [f])
+    s.expect(
+        "sqli in form body",
+        "flag",
+        [("sqli", "body"), ("type_violation", "body")],
+        [sqli, typev],
+        [f],
+    )
 
     # XSS through num, and a plain non-integer num.
     (f,) = s.tcp_flow([_get("/api/diffs?num=%3Cscript%3Ealert(1)%3C/script%3E")])
-    s.expect("xss in query", "flag", [("xss", "query"), ("type_violation", "query")], [xss, typev], [f])
+    s.expect(
+        "xss in query", "flag", [("xss", "query"), ("type_violation", "query")], [xss, typev], [f]
+    )
     (f,) = s.tcp_flow([_get("/api/diffs/last/abc")])
     s.expect("non-integer num", "flag", [("type_violation", "path")], [typev], [f])
 
@@ -138,18 +176,36 @@ def build() -> ScenarioBuilder:
     request = _get("/api/totals/last/5%20AND%201=CAST((SELECT%20version())%20AS%20int)")
     parts = [request[:7], request[7:30], request[30:]]
     numbers = s.tcp_flow(parts, order=[0, 2, 1])
-    s.expect("sqli split out of order", "flag", [("sqli", "path"), ("type_violation", "path")], [sqli, typev], [numbers[-1]])
+    s.expect(
+        "sqli split out of order",
+        "flag",
+        [("sqli", "path"), ("type_violation", "path")],
+        [sqli, typev],
+        [numbers[-1]],
+    )
 
     # Keep-alive: a benign request, then an attack on the same connection.
     first, second = _get("/api/totals/last/7"), _get("/api/totals/last/7;DROP%20TABLE%20metrics")
     numbers = s.tcp_flow([first, second])
-    s.expect("sqli after benign keep-alive", "flag", [("sqli", "path"), ("type_violation", "path")], [sqli, typev], [numbers[1]])
+    s.expect(
+        "sqli after benign keep-alive",
+        "flag",
+        [("sqli", "path"), ("type_violation", "path")],
+        [sqli, typev],
+        [numbers[1]],
+    )
     return s
 
 
 def expectations_json(builder: ScenarioBuilder) -> list[dict[str, Any]]:
     return [
-        {"label": e.label, "action": e.action, "evidence": e.evidence, "techniques": e.techniques, "frames": e.frames}
+        {
+            "label": e.label,
+            "action": e.action,
+            "evidence": e.evidence,
+            "techniques": e.techniques,
+            "frames": e.frames,
+        }
         for e in builder.expectations
     ]
 

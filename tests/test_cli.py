@@ -19,7 +19,12 @@ CONFIG = REPO / "configs" / "agent.toml"
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120, check=False, env=env
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
 
 
@@ -36,7 +41,20 @@ def test_check_embedded_default(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_all_sample_pages(capsys: pytest.CaptureFixture[str]) -> None:
     if not SAMPLES.is_dir():
         pytest.skip("shared samples not present")
-    assert main(["check", "--config", str(CONFIG), "--no-default-intel", "--intel", str(SAMPLES), "--json"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "--config",
+                str(CONFIG),
+                "--no-default-intel",
+                "--intel",
+                str(SAMPLES),
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["campaigns"]) == 12  # 12 pages + NOTICE.md (not intel)
     camerashy = next(c for c in summary["campaigns"] if c["campaign"] == "Camerashy")
@@ -45,13 +63,19 @@ def test_check_all_sample_pages(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_check_reports_every_problem_with_location(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text('mode = "enforce"\n[http]\nports = [80, 70000]\n[queue]\nfail_closed = "perhaps"\n')
+    config.write_text(
+        'mode = "enforce"\n[http]\nports = [80, 70000]\n[queue]\nfail_closed = "perhaps"\n'
+    )
     bad_enrichment = tmp_path / "intel"
     bad_enrichment.mkdir()
     page = (REPO / "configs" / "campaigns" / "rusty-flag.md").read_text()
     (bad_enrichment / "rusty-flag.md").write_text(page)
-    (bad_enrichment / "rusty-flag.enrich.toml").write_text('campaign = "Rusty Flag"\n[techniques]\nsqli = "T9999"\n')
-    result = _run("check", "--config", str(config), "--no-default-intel", "--intel", str(bad_enrichment))
+    (bad_enrichment / "rusty-flag.enrich.toml").write_text(
+        'campaign = "Rusty Flag"\n[techniques]\nsqli = "T9999"\n'
+    )
+    result = _run(
+        "check", "--config", str(config), "--no-default-intel", "--intel", str(bad_enrichment)
+    )
     assert result.returncode == 2
     assert f"{config}:3:" in result.stderr  # http.ports
     assert f"{config}:5:" in result.stderr  # queue.fail_closed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -21,28 +22,53 @@ def _meta() -> PacketMeta:
 
 
 def _handshake(core: DecisionCore, sport: int, dport: int = 80) -> int:
-    core.decide(bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, flags="S", seq=100)), _meta())
-    core.decide(bytes(IP(src=SERVER, dst=CLIENT) / TCP(sport=dport, dport=sport, flags="SA", seq=900, ack=101)), _meta())
+    core.decide(
+        bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, flags="S", seq=100)),
+        _meta(),
+    )
+    core.decide(
+        bytes(
+            IP(src=SERVER, dst=CLIENT) / TCP(sport=dport, dport=sport, flags="SA", seq=900, ack=101)
+        ),
+        _meta(),
+    )
     return 101
 
 
-def _send_stream(core: DecisionCore, data: bytes, cuts: list[int], sport: int, dport: int = 80) -> list[Decision]:
+def _send_stream(
+    core: DecisionCore, data: bytes, cuts: list[int], sport: int, dport: int = 80
+) -> list[Decision]:
     seq = _handshake(core, sport, dport)
     bounds = [0, *sorted(set(cuts)), len(data)]
     decisions = []
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         if start == end:
             continue
-        packet = IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, flags="PA", seq=seq + start, ack=901) / Raw(data[start:end])
+        packet = (
+            IP(src=CLIENT, dst=SERVER)
+            / TCP(sport=sport, dport=dport, flags="PA", seq=seq + start, ack=901)
+            / Raw(data[start:end])
+        )
         decisions.append(core.decide(bytes(packet), _meta()))
     return decisions
 
 
-def _summary(decisions: list[Decision]) -> list[tuple[str, tuple[tuple[str, str, str | None], ...]]]:
+def _summary(
+    decisions: list[Decision],
+) -> list[tuple[str, tuple[tuple[str, str, str | None], ...]]]:
     return [
         (
             d.verdict.value,
-            tuple(sorted((r.evidence.kind.value, r.evidence.where.value, r.technique.attack_id if r.technique else None) for r in d.reasons)),
+            tuple(
+                sorted(
+                    (
+                        r.evidence.kind.value,
+                        r.evidence.where.value,
+                        r.technique.attack_id if r.technique else None,
+                    )
+                    for r in d.reasons
+                )
+            ),
         )
         for d in decisions
         if d.reasons or d.verdict != Verdict.ACCEPT
@@ -93,7 +119,11 @@ def test_sqli_in_path_segment_flagged_with_technique() -> None:
     kinds = {(r.evidence.kind.value, r.evidence.where.value) for r in decision.reasons}
     assert ("sqli", "path") in kinds and ("type_violation", "path") in kinds
     sqli = next(r for r in decision.reasons if r.evidence.kind.value == "sqli")
-    assert sqli.technique is not None and sqli.technique.attack_id == "T1505" and sqli.technique.cwes == ("CWE-89",)
+    assert (
+        sqli.technique is not None
+        and sqli.technique.attack_id == "T1505"
+        and sqli.technique.cwes == ("CWE-89",)
+    )
     assert sqli.evidence.name == "num"
     assert decision.http is not None and decision.http.method == "GET"
     _event_ok(decision)
@@ -101,7 +131,9 @@ def test_sqli_in_path_segment_flagged_with_technique() -> None:
 
 def test_xss_in_query_maps_to_t1059_007() -> None:
     core = default_core()
-    data = b"GET /api/diffs?num=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = (
+        b"GET /api/diffs?num=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     (decision,) = _send_stream(core, data, [], 40003)
     xss = [r for r in decision.reasons if r.evidence.kind.value == "xss"]
     assert xss and xss[0].technique is not None and xss[0].technique.attack_id == "T1059.007"
@@ -145,7 +177,9 @@ def test_split_at_every_point_gives_same_decision() -> None:
         cuts = rng.sample(range(1, len(data)), rng.randint(2, 12))
         assert _summary(_send_stream(default_core(), data, cuts, 42000 + index)) == reference
     # Byte by byte.
-    assert _summary(_send_stream(default_core(), data, list(range(1, len(data))), 43000)) == reference
+    assert (
+        _summary(_send_stream(default_core(), data, list(range(1, len(data))), 43000)) == reference
+    )
 
 
 def test_http_drop_policy_blocks_flow_after_benign_keepalive() -> None:
@@ -156,7 +190,11 @@ def test_http_drop_policy_blocks_flow_after_benign_keepalive() -> None:
     assert first.verdict == Verdict.ACCEPT
     assert second.verdict == Verdict.DROP and second.block_flow
     later = core.decide(
-        bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=44000, dport=80, flags="PA", seq=101 + len(benign) + len(attack), ack=901) / Raw(b"GET / HTTP/1.1\r\n\r\n")),
+        bytes(
+            IP(src=CLIENT, dst=SERVER)
+            / TCP(sport=44000, dport=80, flags="PA", seq=101 + len(benign) + len(attack), ack=901)
+            / Raw(b"GET / HTTP/1.1\r\n\r\n")
+        ),
         _meta(),
     )
     assert later.verdict == Verdict.DROP and not later.reasons

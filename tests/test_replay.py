@@ -17,7 +17,9 @@ from tests.scenario import EXPECTED, PCAP, build
 CONFIG = REPO / "configs" / "agent.toml"
 
 
-def _replay_json(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _replay_json(
+    capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     code = main(["replay", str(PCAP), "--config", str(CONFIG), "--json", *extra])
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -72,13 +74,27 @@ def test_replay_cli_errors_are_located(tmp_path: Path) -> None:
     bad.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 10)
     result = subprocess.run(
         [sys.executable, "-m", "agent", "replay", str(bad), "--config", str(CONFIG)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert str(bad) in result.stderr
     assert "Traceback" not in result.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "agent", "replay", str(tmp_path / "nope.pcap"), "--config", str(CONFIG)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "replay",
+            str(tmp_path / "nope.pcap"),
+            "--config",
+            str(CONFIG),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert missing.returncode == 2 and "no such pcap file" in missing.stderr

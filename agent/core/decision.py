@@ -77,7 +77,9 @@ class Evidence:
     where: Where
     value: str  # normalized value (truncated and escaped when the event is built)
     name: str | None = None  # parameter or header name
-    detail: str | None = None  # classifier detail, e.g. "union select" or a libinjection fingerprint
+    detail: str | None = (
+        None  # classifier detail, e.g. "union select" or a libinjection fingerprint
+    )
 
 
 @dataclass(frozen=True, slots=True)

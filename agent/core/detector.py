@@ -13,9 +13,9 @@ from urllib.parse import unquote
 
 import ahocorasick
 
-from agent.core.classify import classify_value
-from agent.core.decode import Packet
+from agent.core.classify import Finding, classify_value
 from agent.core.decision import Evidence, IndicatorRef, Reason, TechniqueRef, Where
+from agent.core.decode import Packet
 from agent.core.http import HttpRequest
 from agent.core.normalize import normalize_path
 from agent.core.params import Param, extract_params
@@ -57,7 +57,9 @@ class Policy:
     max_value_length: int = 256
 
     def default_action(self, kind: EvidenceKind) -> Action:
-        return self.actions.get(kind, Action.DROP if kind == EvidenceKind.IOC_ADDRESS else Action.FLAG)
+        return self.actions.get(
+            kind, Action.DROP if kind == EvidenceKind.IOC_ADDRESS else Action.FLAG
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,9 @@ class Detector:
                 found = next((t for t in campaign.techniques if cwe in t.cwes), None)
                 if found is not None:
                     break
-        ref = None if found is None else TechniqueRef(found.attack_id, found.description, found.cwes)
+        ref = (
+            None if found is None else TechniqueRef(found.attack_id, found.description, found.cwes)
+        )
         self._technique_cache[cache_key] = ref
         return ref
 
@@ -234,7 +238,9 @@ class Detector:
         reasons: list[Reason] = []
         for hit in self.snapshot.match_hostname(hostname):
             evidence = Evidence(EvidenceKind.IOC_HOSTNAME, where, hostname)
-            reasons.append(self._reason(hit.campaign, self._ioc_ref(hit.ioc, hostname=True), evidence))
+            reasons.append(
+                self._reason(hit.campaign, self._ioc_ref(hit.ioc, hostname=True), evidence)
+            )
         return reasons
 
     # -- IOAs in HTTP -----------------------------------------------------------------------
@@ -254,7 +260,11 @@ class Detector:
             # Segment boundaries: "srv.go" must not match "/xsrv.go" nor "/srv.gold".
             if key[0] != "/" and start > 0 and lowered_path[start - 1] != "/":
                 continue
-            if key[-1] not in _PATH_END and end + 1 < length and lowered_path[end + 1] not in _PATH_END:
+            if (
+                key[-1] not in _PATH_END
+                and end + 1 < length
+                and lowered_path[end + 1] not in _PATH_END
+            ):
                 continue
             if key in seen:
                 continue
@@ -265,7 +275,9 @@ class Detector:
                 reasons.append(self._reason(campaign, self._ioa_ref(ioa), evidence))
         return reasons
 
-    def _value_reasons(self, automaton: ahocorasick.Automaton | None, text: str, where: Where, name: str | None) -> list[Reason]:
+    def _value_reasons(
+        self, automaton: ahocorasick.Automaton | None, text: str, where: Where, name: str | None
+    ) -> list[Reason]:
         if automaton is None or not text:
             return []
         reasons: list[Reason] = []
@@ -275,7 +287,11 @@ class Detector:
                 continue
             seen.add(key)
             for campaign, ioa in hits:
-                kind = EvidenceKind.PATTERN if ioa.type == IOAType.PATTERN else EvidenceKind.INPUT_VALUE
+                kind = (
+                    EvidenceKind.PATTERN
+                    if ioa.type == IOAType.PATTERN
+                    else EvidenceKind.INPUT_VALUE
+                )
                 evidence = Evidence(kind, where, text, name=name)
                 reasons.append(self._reason(campaign, self._ioa_ref(ioa), evidence))
         return reasons
@@ -285,7 +301,7 @@ class Detector:
         if not watches:
             return []
         reasons: list[Reason] = []
-        findings_by_type: dict[ArgumentType | None, tuple[object, ...]] = {}
+        findings_by_type: dict[ArgumentType | None, tuple[Finding, ...]] = {}
         for watch in watches:
             findings = findings_by_type.get(watch.expected)
             if findings is None:
@@ -293,12 +309,18 @@ class Detector:
                 findings_by_type[watch.expected] = findings
             for finding in findings:
                 evidence = Evidence(
-                    finding.kind, param.where, param.value, name=param.name, detail=finding.detail  # type: ignore[attr-defined]
+                    finding.kind,
+                    param.where,
+                    param.value,
+                    name=param.name,
+                    detail=finding.detail,
                 )
                 reasons.append(self._reason(watch.campaign, self._ioa_ref(watch.ioa), evidence))
         return reasons
 
-    def request_reasons(self, request: HttpRequest, *, only: frozenset[Where] | None = None) -> tuple[list[Reason], str]:
+    def request_reasons(
+        self, request: HttpRequest, *, only: frozenset[Where] | None = None
+    ) -> tuple[list[Reason], str]:
         """Reasons for one HTTP request, and its normalized path.
 
         `only` restricts the evidence to some locations (used when the head of a
@@ -315,7 +337,9 @@ class Detector:
             if self._values is not None or self._patterns is not None:
                 decoded_target = unquote(target)
                 reasons.extend(self._value_reasons(self._values, decoded_target, Where.PATH, None))
-                reasons.extend(self._value_reasons(self._patterns, decoded_target, Where.PATH, None))
+                reasons.extend(
+                    self._value_reasons(self._patterns, decoded_target, Where.PATH, None)
+                )
         if self._arguments or self._values is not None:
             params: Sequence[Param] = extract_params(request, self.routes).params
             for param in params:
@@ -323,8 +347,12 @@ class Detector:
                     continue
                 reasons.extend(self._argument_reasons(param))
                 if self._values is not None and param.where != Where.PATH:
-                    reasons.extend(self._value_reasons(self._values, param.value, param.where, param.name))
+                    reasons.extend(
+                        self._value_reasons(self._values, param.value, param.where, param.name)
+                    )
         if (only is None or Where.HOST in only) and request.host:
-            host = request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
+            host = (
+                request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
+            )
             reasons.extend(self.hostname_reasons(host.strip().rstrip(".").lower(), Where.HOST))
         return reasons, normalized.path

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from agent.core.decision import (
     AnomalyKind,
     Decision,
+    FlowKey,
     HttpInfo,
     PacketMeta,
     Reason,
@@ -83,11 +84,15 @@ class DecisionCore:
         http_info: HttpInfo | None = None
 
         if flow.blocked:
-            return self._finish(reasons, flow, None, anomalies, already_blocked=True)
+            return self._finish(
+                reasons, flow, update.to_server, None, anomalies, already_blocked=True
+            )
 
         if update.to_server and update.new_data:
             if packet.proto == _TCP and flow.key.dest_port in self.limits.http_ports:
-                http_info = self._inspect_http(flow, update.new_data, update.depth_reached, reasons, anomalies)
+                http_info = self._inspect_http(
+                    flow, update.new_data, update.depth_reached, reasons, anomalies
+                )
             elif packet.proto == _TCP and flow.key.dest_port == _TLS_PORT:
                 sni = tls_client_hello_sni(update.new_data)
                 if sni:
@@ -96,7 +101,9 @@ class DecisionCore:
             qname = dns_query_name(packet.payload)
             if qname:
                 reasons.extend(detector.hostname_reasons(qname, Where.DNS))
-        return self._finish(reasons, flow, http_info, anomalies, already_blocked=False)
+        return self._finish(
+            reasons, flow, update.to_server, http_info, anomalies, already_blocked=False
+        )
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -139,6 +146,7 @@ class DecisionCore:
         self,
         reasons: list[Reason],
         flow: Flow,
+        to_server: bool,
         http: HttpInfo | None,
         anomalies: list[tuple[AnomalyKind, str]],
         *,
@@ -154,17 +162,27 @@ class DecisionCore:
                 break
             if reason.action == Action.FLAG:
                 verdict = Verdict.FLAG
-        if anomalies and verdict == Verdict.ACCEPT:
-            if self.detector.policy.default_action(EvidenceKind.HTTP_ANOMALY) != Action.ACCEPT:
+        if anomalies and verdict in (Verdict.ACCEPT, Verdict.FLAG):
+            policy = self.detector.policy
+            anomaly_action = policy.overrides.get(EvidenceKind.HTTP_ANOMALY) or policy.default_action(
+                EvidenceKind.HTTP_ANOMALY
+            )
+            if anomaly_action == Action.DROP:
+                verdict = Verdict.WOULD_DROP if dry_run else Verdict.DROP
+            elif anomaly_action == Action.FLAG:
                 verdict = Verdict.FLAG
         block = verdict == Verdict.DROP and flow.key.proto == "TCP"
         if block:
             flow.blocked = True
+        key = flow.key
+        if not to_server and (reasons or anomalies):
+            # Events name the packet's own direction (as EVE does), e.g. a reply from an IOC.
+            key = FlowKey(key.proto, key.dest_ip, key.dest_port, key.src_ip, key.src_port)
         return Decision(
             verdict,
             self.detector.intel_version,
             reasons=tuple(reasons),
-            flow=flow.key,
+            flow=key,
             flow_id=flow.id,
             http=http,
             anomalies=tuple(anomalies),

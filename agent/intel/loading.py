@@ -59,7 +59,9 @@ def load_intel(
     """Load every source; the snapshot is None when any source has a fatal problem."""
     paths = resolve_sources(settings, extra, include_configured=include_configured)
     if not paths:
-        problem = LoadProblem(SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)")
+        problem = LoadProblem(
+            SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)"
+        )
         return IntelLoad((), LoadResult((), (problem,)), None)
     overrides = {Path(k): v for k, v in settings.intel.formats.items()}
     result = load_sources(paths, overrides)

@@ -59,7 +59,9 @@ class QueueInspector:
         self.fail_closed_on_error = fail_closed_on_error
         self.counters = QueueCounters()
         self._queue = NetfilterQueue()
-        self._queue.bind(queue_num, self._handle, max_len=max_len, range=65535, sock_len=socket_buffer)
+        self._queue.bind(
+            queue_num, self._handle, max_len=max_len, range=65535, sock_len=socket_buffer
+        )
         if fail_open_on_overload:
             # Overload policy: accept instead of drop when the queue is full (counted by the kernel).
             fd = os.dup(self._queue.get_fd())
@@ -82,7 +84,11 @@ class QueueInspector:
         counters.packets += 1
         try:
             timestamp = packet.get_timestamp() or time.time()
-            meta = PacketMeta(timestamp=timestamp, hook=HOOK_NAMES.get(packet.hook, str(packet.hook)), queue=self.queue_num)
+            meta = PacketMeta(
+                timestamp=timestamp,
+                hook=HOOK_NAMES.get(packet.hook, str(packet.hook)),
+                queue=self.queue_num,
+            )
             decision = self.decide(packet.get_payload(), meta)
             verdict = decision.verdict
             counters.by_verdict[verdict.value] = counters.by_verdict.get(verdict.value, 0) + 1

@@ -10,6 +10,7 @@ in a queue nobody reads), then the table unless `keep_rules_on_stop`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import select
@@ -63,7 +64,9 @@ class _State:
 
 
 def ruleset_spec(settings: Settings, snapshot: IntelSnapshot, backend: str) -> RulesetSpec:
-    has_hostnames = any(ioc.hostname and ioc.network is None for c in snapshot.campaigns for ioc in c.iocs)
+    has_hostnames = any(
+        ioc.hostname and ioc.network is None for c in snapshot.campaigns for ioc in c.iocs
+    )
     return RulesetSpec(
         table=settings.nft.table,
         exact_v4=tuple(sorted(snapshot.exact_v4)),
@@ -92,8 +95,21 @@ def _structural(old: RulesetSpec, new: RulesetSpec) -> bool:
     return replace(old, **same_sets) != replace(new, **same_sets)  # type: ignore[arg-type]
 
 
+def _indicator_keys(snapshot: IntelSnapshot) -> set[tuple[str, str, str]]:
+    """(campaign, kind, value) of every indicator: what a reload added or removed."""
+    keys = {(c.name, "ioc", i.value) for c in snapshot.campaigns for i in c.iocs}
+    keys |= {(c.name, a.type.value, a.value) for c in snapshot.campaigns for a in c.ioas}
+    return keys
+
+
 class Agent:
-    def __init__(self, config_path: Path | None, extra_intel: list[Path], include_configured: bool, dry_run_flag: bool) -> None:
+    def __init__(
+        self,
+        config_path: Path | None,
+        extra_intel: list[Path],
+        include_configured: bool,
+        dry_run_flag: bool,
+    ) -> None:
         self.config_path = config_path
         self.extra_intel = extra_intel
         self.include_configured = include_configured
@@ -116,7 +132,9 @@ class Agent:
         for warning in load.warnings:
             self.log.warning("intel_warning", problem=str(warning))
         if load.snapshot is None:
-            raise AgentError([Problem(p.source.path, p.source.line, p.message) for p in load.errors])
+            raise AgentError(
+                [Problem(p.source.path, p.source.line, p.message) for p in load.errors]
+            )
         return settings, load.snapshot
 
     def _choose_backend(self, settings: Settings) -> str:
@@ -124,14 +142,30 @@ class Agent:
         wanted = settings.queue.backend
         if wanted == "auto":
             if probe.chosen is None:
-                raise AgentError([Problem("kernel", 0, f"no NFQUEUE backend works: {probe.detail}")])
+                raise AgentError(
+                    [Problem("kernel", 0, f"no NFQUEUE backend works: {probe.detail}")]
+                )
             chosen = probe.chosen
         else:
             works = probe.nft_queue if wanted == "nft" else probe.xt_nfqueue
             if not works:
-                raise AgentError([Problem("config queue.backend", 0, f"{wanted} queueing is not available: {probe.detail}")])
+                raise AgentError(
+                    [
+                        Problem(
+                            "config queue.backend",
+                            0,
+                            f"{wanted} queueing is not available: {probe.detail}",
+                        )
+                    ]
+                )
             chosen = wanted
-        self.log.info("queue_backend", backend=chosen, nft_queue=probe.nft_queue, xt_nfqueue=probe.xt_nfqueue, detail=probe.detail)
+        self.log.info(
+            "queue_backend",
+            backend=chosen,
+            nft_queue=probe.nft_queue,
+            xt_nfqueue=probe.xt_nfqueue,
+            detail=probe.detail,
+        )
         return chosen
 
     # -- kernel -----------------------------------------------------------------------------
@@ -159,7 +193,10 @@ class Agent:
     def _start_worker(self, queue_num: int, settings: Settings, snapshot: IntelSnapshot) -> _Worker:
         parent_end, child_end = self._mp.Pipe()
         process = self._mp.Process(
-            target=worker_main, args=(queue_num, settings, snapshot, child_end), name=f"rustyflag-q{queue_num}", daemon=True
+            target=worker_main,
+            args=(queue_num, settings, snapshot, child_end),
+            name=f"rustyflag-q{queue_num}",
+            daemon=True,
         )
         process.start()
         child_end.close()
@@ -172,10 +209,8 @@ class Agent:
 
     def _stop_workers(self, state: _State) -> None:
         for worker in state.workers:
-            try:
+            with contextlib.suppress(OSError):
                 worker.control.send(StopMessage())
-            except OSError:
-                pass
         for worker in state.workers:
             worker.process.join(timeout=3)
             if worker.process.is_alive():
@@ -184,7 +219,9 @@ class Agent:
 
     # -- NFLOG: kernel drops are decisions too ----------------------------------------------
 
-    def _nflog_decision(self, state: _State, message: NflogMessage) -> tuple[Decision, PacketMeta] | None:
+    def _nflog_decision(
+        self, state: _State, message: NflogMessage
+    ) -> tuple[Decision, PacketMeta] | None:
         packet = decode_ip(message.payload)
         if isinstance(packet, DecodeFailure):
             return None
@@ -192,9 +229,19 @@ class Agent:
         if not reasons:
             return None
         verdict = Verdict.WOULD_DROP if state.settings.dry_run else Verdict.DROP
-        flow = FlowKey(_PROTO_NAMES.get(packet.proto, str(packet.proto)), packet.src_text, packet.sport, packet.dst_text, packet.dport)
-        decision = Decision(verdict, state.detector.intel_version, reasons=tuple(reasons), flow=flow)
-        meta = PacketMeta(timestamp=message.timestamp or time.time(), hook=message.hook_name or "unknown")
+        flow = FlowKey(
+            _PROTO_NAMES.get(packet.proto, str(packet.proto)),
+            packet.src_text,
+            packet.sport,
+            packet.dst_text,
+            packet.dport,
+        )
+        decision = Decision(
+            verdict, state.detector.intel_version, reasons=tuple(reasons), flow=flow
+        )
+        meta = PacketMeta(
+            timestamp=message.timestamp or time.time(), hook=message.hook_name or "unknown"
+        )
         return decision, meta
 
     def _drain_nflog(self, state: _State) -> None:
@@ -203,8 +250,14 @@ class Agent:
         for message in self.nflog.read_messages():
             built = self._nflog_decision(state, message)
             if built is not None:
-                log_decision(self.log, built[0], built[1], source="nflog", mode=state.settings.mode,
-                             value_limit=state.settings.log.max_value_length)
+                log_decision(
+                    self.log,
+                    built[0],
+                    built[1],
+                    source="nflog",
+                    mode=state.settings.mode,
+                    value_limit=state.settings.log.max_value_length,
+                )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -250,7 +303,9 @@ class Agent:
         try:
             settings, snapshot = self._load()
             if list(settings.queue.nums) != list(state.settings.queue.nums):
-                raise AgentError([Problem("config queue.nums", 0, "queue numbers change only on restart")])
+                raise AgentError(
+                    [Problem("config queue.nums", 0, "queue numbers change only on restart")]
+                )
             spec = ruleset_spec(settings, snapshot, self.backend)
             detector = build_detector(settings, snapshot)
             if _structural(state.spec, spec):
@@ -259,9 +314,13 @@ class Agent:
                 self._nft(settings).apply(render_set_update(spec))
         except (AgentError, KernelError, OSError) as exc:
             state.reload_failures += 1
-            problems = exc.problems if isinstance(exc, AgentError) else (Problem("kernel", 0, str(exc)),)
+            problems = (
+                exc.problems if isinstance(exc, AgentError) else (Problem("kernel", 0, str(exc)),)
+            )
             for problem in problems:
-                self.log.error("reload_failed", problem=str(problem), kept_intel_version=old_version)
+                self.log.error(
+                    "reload_failed", problem=str(problem), kept_intel_version=old_version
+                )
             self.notifier.ready(self._status_line(state))
             return state
         for worker in state.workers:
@@ -269,9 +328,16 @@ class Agent:
         for worker in state.workers:
             if worker.control.poll(RELOAD_ACK_TIMEOUT):
                 worker.control.recv()
-        old_ids = {i.id for c in state.snapshot.campaigns for i in (*c.iocs, *c.ioas)}
-        new_ids = {i.id for c in snapshot.campaigns for i in (*c.iocs, *c.ioas)}
-        new_state = _State(settings, snapshot, detector, spec, state.reloads + 1, state.reload_failures, state.workers)
+        old_ids, new_ids = _indicator_keys(state.snapshot), _indicator_keys(snapshot)
+        new_state = _State(
+            settings,
+            snapshot,
+            detector,
+            spec,
+            state.reloads + 1,
+            state.reload_failures,
+            state.workers,
+        )
         self.log.info(
             "reload",
             old_intel_version=old_version,
@@ -319,10 +385,8 @@ class Agent:
                 fds += [w.process.sentinel for w in state.workers]
                 readable, _, _ = select.select(fds, [], [], watchdog or 1.0)
                 if read_fd in readable:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         os.read(read_fd, 512)
-                    except BlockingIOError:
-                        pass
                 if self.nflog is not None and self.nflog.fileno() in readable:
                     self._drain_nflog(state)
                 self._restart_dead_workers(state)
@@ -345,14 +409,20 @@ class Agent:
     def _restart_dead_workers(self, state: _State) -> None:
         for index, worker in enumerate(state.workers):
             if not worker.process.is_alive():
-                self.log.error("worker_died", queue=worker.queue_num, exitcode=worker.process.exitcode)
-                state.workers[index] = self._start_worker(worker.queue_num, state.settings, state.snapshot)
+                self.log.error(
+                    "worker_died", queue=worker.queue_num, exitcode=worker.process.exitcode
+                )
+                state.workers[index] = self._start_worker(
+                    worker.queue_num, state.settings, state.snapshot
+                )
 
 
 def run_agent(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(level=settings.log.level, fmt=settings.log.format)
     if os.geteuid() != 0:
-        raise AgentError([Problem("run", 0, "needs root (CAP_NET_ADMIN) to manage nftables and NFQUEUE")])
+        raise AgentError(
+            [Problem("run", 0, "needs root (CAP_NET_ADMIN) to manage nftables and NFQUEUE")]
+        )
     agent = Agent(args.config, list(args.intel), not args.no_default_intel, bool(args.dry_run))
     try:
         return agent.serve()

@@ -39,7 +39,9 @@ class Notifier:
         return self.notify("READY=1", f"STATUS={status}")
 
     def reloading(self) -> bool:
-        return self.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}", "STATUS=reloading intel")
+        return self.notify(
+            "RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}", "STATUS=reloading intel"
+        )
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1", "STATUS=stopping")

@@ -37,7 +37,9 @@ class StopMessage:
     pass
 
 
-def log_decision(log: Any, decision: Decision, meta: PacketMeta, *, source: str, mode: str, value_limit: int) -> None:
+def log_decision(
+    log: Any, decision: Decision, meta: PacketMeta, *, source: str, mode: str, value_limit: int
+) -> None:
     event = decision_event(
         decision, timestamp=meta.timestamp, source=source, mode=mode, value_limit=value_limit
     )
@@ -50,7 +52,9 @@ def log_decision(log: Any, decision: Decision, meta: PacketMeta, *, source: str,
         log.info(name, **event)
 
 
-def worker_main(queue_num: int, settings: Settings, snapshot: IntelSnapshot, control: Connection) -> None:
+def worker_main(
+    queue_num: int, settings: Settings, snapshot: IntelSnapshot, control: Connection
+) -> None:
     """Entry point of a forked worker; returns when told to stop or the parent dies."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -62,7 +66,14 @@ def worker_main(queue_num: int, settings: Settings, snapshot: IntelSnapshot, con
 
     def on_decision(decision: Decision, meta: PacketMeta) -> None:
         current = state["settings"]
-        log_decision(log, decision, meta, source="nfqueue", mode=current.mode, value_limit=current.log.max_value_length)
+        log_decision(
+            log,
+            decision,
+            meta,
+            source="nfqueue",
+            mode=current.mode,
+            value_limit=current.log.max_value_length,
+        )
 
     def on_error(exc: BaseException) -> None:
         log.error("inspector_error", worker=queue_num, error=f"{type(exc).__name__}: {exc}")
@@ -81,7 +92,9 @@ def worker_main(queue_num: int, settings: Settings, snapshot: IntelSnapshot, con
     control.send(("ready", queue_num, snapshot.intel_version))
     try:
         while os.getppid() == parent:
-            readable, _, _ = select.select([inspector.fileno(), control.fileno()], [], [], POLL_SECONDS)
+            readable, _, _ = select.select(
+                [inspector.fileno(), control.fileno()], [], [], POLL_SECONDS
+            )
             if inspector.fileno() in readable:
                 inspector.process_pending()
             if control.fileno() in readable:
