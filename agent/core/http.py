@@ -82,7 +82,6 @@ class _Collector:
     """httptools callback target: accumulates the request being parsed."""
 
     __slots__ = (
-        "anomalies",
         "body",
         "body_seen",
         "completed",
@@ -115,9 +114,8 @@ class _Collector:
         self.in_message = False
         self.head_done = False
         self.url_parts: list[bytes] = []
-        self.headers: list[tuple[str, str]] = []
-        self.trailers: list[tuple[str, str]] = []
-        self.anomalies: list[str] = []
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.body_seen = 0
         self.head_bytes = 0
@@ -138,15 +136,15 @@ class _Collector:
             raise _StopParsingError
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Kept raw: decoding once per build is cheaper than per callback.
         self.head_bytes += len(name) + len(value) + 4
+        if self.head_done:
+            self.trailers.append((name, value))
+        else:
+            self.headers.append((name, value))
         if self.head_bytes > self.max_head:
             self.stop_reason = f"{HEAD_TOO_LARGE}: head over {self.max_head} bytes"
             raise _StopParsingError
-        pair = (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-        if self.head_done:
-            self.trailers.append(pair)
-            return
-        self.headers.append(pair)
         if len(self.headers) > self.max_headers:
             self.stop_reason = f"{TOO_MANY_HEADERS}: over {self.max_headers}"
             raise _StopParsingError
@@ -184,27 +182,24 @@ class _Collector:
             else ""
         )
         target = b"".join(self.url_parts).decode("latin-1") if keep_target else ""
-        headers = tuple(self.headers) if keep_headers else ()
-        trailers = tuple(self.trailers) if keep_headers else ()
-        hosts = [v for k, v in headers if k == "host"]
-        anomalies = list(self.anomalies)
-        if self.head_done:
-            anomalies.extend(_head_anomalies(self.version, target, headers, hosts))
-            anomalies.extend(
+        headers = _decode_headers(self.headers) if keep_headers else ()
+        trailers = _decode_headers(self.trailers) if keep_headers and self.trailers else ()
+        host, anomalies = _inspect_head(self.version, target, headers, self.head_done)
+        if trailers:
+            anomalies += tuple(
                 f"{FRAMING_TRAILER}: {name}" for name, _ in trailers if name in _FRAMING_HEADERS
             )
-        anomalies.extend(extra)
         return HttpRequest(
             seq=self.seq,
             method=method,
             target=target,
             version=self.version,
             headers=headers,
-            host=hosts[0] if hosts else None,
-            body=b"".join(self.body),
+            host=host,
+            body=b"".join(self.body) if self.body else b"",
             body_truncated=self.body_seen > self.max_body,
             complete=complete,
-            anomalies=tuple(anomalies),
+            anomalies=anomalies + extra if extra else anomalies,
             trailers=trailers,
         )
 
@@ -226,31 +221,45 @@ class _Collector:
         )
 
 
-def _head_anomalies(
-    version: str,
-    target: str,
-    headers: tuple[tuple[str, str], ...],
-    hosts: list[str],
-) -> list[str]:
-    """What llhttp's strict mode still accepts but a smuggler or evader would use."""
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """Names lowercased; values without the trailing blanks llhttp leaves."""
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("latin-1").rstrip(" \t"))
+        for name, value in raw
+    )
+
+
+def _inspect_head(
+    version: str, target: str, headers: tuple[tuple[str, str], ...], head_done: bool
+) -> tuple[str | None, tuple[str, ...]]:
+    """The first Host, and what llhttp's strict mode accepts but a smuggler would use."""
+    host: str | None = None
+    hosts = 0
     found: list[str] = []
-    if version not in _KNOWN_VERSIONS:
-        found.append(f"{UNEXPECTED_VERSION}: HTTP/{version}")
-    if len(hosts) > 1:
-        found.append(f"{MULTIPLE_HOST}: {len(hosts)}")
-    elif not hosts and version == "1.1":
-        found.append(MISSING_HOST)
-    for name, _ in headers:
-        if name == "transfer-encoding" and version == "1.0":
-            found.append(TE_ON_HTTP10)
+    for name, value in headers:
+        if name == "host":
+            hosts += 1
+            if host is None:
+                host = value
+        elif name == "transfer-encoding":
+            if version == "1.0":
+                found.append(TE_ON_HTTP10)
         elif "_" in name and name.replace("_", "-") in _FRAMING_HEADERS:
             found.append(f"{FRAMING_HEADER_LOOKALIKE}: {name}")
-    if hosts and target[:1] not in ("/", "*", "") and "://" in target:
+    if not head_done:
+        return host, ()  # judged once the head is complete
+    if version not in _KNOWN_VERSIONS:
+        found.append(f"{UNEXPECTED_VERSION}: HTTP/{version}")
+    if hosts > 1:
+        found.append(f"{MULTIPLE_HOST}: {hosts}")
+    elif host is None and version == "1.1":
+        found.append(MISSING_HOST)
+    if host is not None and target[:1] not in ("/", "*", "") and "://" in target:
         authority = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         authority = authority.rsplit("@", 1)[-1]
-        if authority.lower() != hosts[0].lower():
-            found.append(f"{ABSOLUTE_FORM_HOST_MISMATCH}: {authority} vs {hosts[0]}")
-    return found
+        if authority.lower() != host.lower():
+            found.append(f"{ABSOLUTE_FORM_HOST_MISMATCH}: {authority} vs {host}")
+    return host, tuple(found) if found else ()
 
 
 class HttpRequestStream:

@@ -50,13 +50,18 @@ class Param:
 class ParamSet:
     params: tuple[Param, ...]
     anomalies: tuple[str, ...] = ()
-    _index: dict[str, tuple[Param, ...]] = field(
-        default_factory=dict, compare=False, repr=False
+    # Built on the first by_name(): many callers only iterate.
+    _index: dict[str, tuple[Param, ...]] | None = field(
+        default=None, compare=False, repr=False
     )
 
     def by_name(self, name: str) -> tuple[Param, ...]:
         """Every parameter whose leaf or full name is `name` (case-insensitive)."""
-        return self._index.get(name.lower(), ())
+        index = self._index
+        if index is None:
+            index = _index(self.params)
+            object.__setattr__(self, "_index", index)
+        return index.get(name.lower(), ())
 
     @property
     def double_encoded(self) -> bool:
@@ -93,6 +98,11 @@ class _Collector:
 
     def encoded(self, raw_name: str, raw_value: str, where: Where, plus: bool) -> bool:
         """Add a percent-encoded name=value pair (query, form, cookie)."""
+        if _plain(raw_name, plus) and _plain(raw_value, plus):
+            # Nothing to decode: the common case, kept cheap.
+            full_name = raw_name.strip().lower()
+            leaf = _leaf_name(full_name) if "[" in full_name else full_name
+            return self.add(Param(leaf, raw_value, raw_value, where, False, full_name))
         decoded_name = decode_component(raw_name, plus)
         decoded_value = decode_component(raw_value, plus)
         for code in decoded_name.anomalies + decoded_value.anomalies:
@@ -106,18 +116,32 @@ class _Collector:
         )
 
     def build(self) -> ParamSet:
-        index: dict[str, list[Param]] = {}
-        for param in self.params:
-            index.setdefault(param.name, []).append(param)
-            if param.full_name and param.full_name != param.name:
-                index.setdefault(param.full_name, []).append(param)
-                base = _base_name(param.full_name)
-                if base not in (param.name, param.full_name):
-                    index.setdefault(base, []).append(param)
+        if not self.anomalies:
+            return ParamSet(tuple(self.params))
         anomalies = tuple(f"{code}: {detail}" for code, detail in self.anomalies.items())
-        return ParamSet(
-            tuple(self.params), anomalies, {k: tuple(v) for k, v in index.items()}
-        )
+        return ParamSet(tuple(self.params), anomalies)
+
+
+def _index(params: tuple[Param, ...]) -> dict[str, tuple[Param, ...]]:
+    """Leaf name, full name and base name (`a` of `a[num]`, `a.num`) -> parameters."""
+    index: dict[str, list[Param]] = {}
+    for param in params:
+        index.setdefault(param.name, []).append(param)
+        if param.full_name and param.full_name != param.name:
+            index.setdefault(param.full_name, []).append(param)
+            base = _base_name(param.full_name)
+            if base not in (param.name, param.full_name):
+                index.setdefault(base, []).append(param)
+    return {k: tuple(v) for k, v in index.items()}
+
+
+def _plain(text: str, plus: bool) -> bool:
+    return (
+        "%" not in text
+        and (not plus or "+" not in text)
+        and "\x00" not in text
+        and text.isascii()
+    )
 
 
 def _leaf_name(full_name: str) -> str:
