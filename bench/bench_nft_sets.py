@@ -4,7 +4,7 @@ For 10k, 256k and 1M random public-looking IPv4 addresses (fixed seed):
 - render: Python time to render the text (render_ruleset / render_set_update);
 - load: `nft -f` of the whole ruleset with the set filled (first apply);
 - replace: `nft -f` of the flush + add transaction with a different set;
-- max RSS of the `nft` process (wait4 rusage of the child).
+- max RSS of the `nft` process (/usr/bin/time %M).
 Variants: chunk size (elements per `add element` line), stdin vs file, set size hint.
 Runs inside a throwaway network namespace with no links but lo (no route out).
 
@@ -14,10 +14,12 @@ Usage: bench_nft_sets.py [--sizes 10000,256000,1000000] [--variants]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import ipaddress
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,29 +51,31 @@ def public_v4(count: int, seed: int) -> tuple[ipaddress.IPv4Address, ...]:
 
 
 def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int]:
-    """Apply `text` with nft inside `ns`; (seconds, max RSS in KiB)."""
+    """Apply `text` with nft inside `ns`; (seconds, max RSS of nft in KiB).
+
+    RSS comes from /usr/bin/time: a child forked from this (large) Python
+    process would report the parent's RSS as its own high-water mark.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
         fh.write(text)
         path = fh.name
+    rss_file = path + ".rss"
     try:
-        argv = ["ip", "netns", "exec", ns, "nft", "-f", path if via_file else "-"]
+        argv = ["ip", "netns", "exec", ns, "/usr/bin/time", "-f", "%M", "-o", rss_file,
+                "nft", "-f", path if via_file else "-"]
         with open(path, "rb") as stdin:
             started = time.perf_counter()
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL if via_file else stdin, stderr=subprocess.PIPE
-            )
-            # wait4 gives this child's own rusage (`ip netns exec` execs nft in place).
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL if via_file else stdin,
+                                  capture_output=True, check=False)
             elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"nft failed: {err[:2000]}")
-        if proc.stderr:
-            proc.stderr.close()
-        return elapsed, usage.ru_maxrss
+            raise RuntimeError(f"nft failed: {proc.stderr.decode()[:2000]}")
+        rss_kib = int(Path(rss_file).read_text().split()[-1])
+        return elapsed, rss_kib
     finally:
         os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rss_file)
 
 
 def make_namespace() -> str:
@@ -122,6 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     ns = make_namespace()
+    # A SIGTERM still deletes the namespace (via the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         base = RulesetSpec(queue_backend="xt")  # xt: renders on kernels without nft queue
         for size in sizes:
