@@ -16,6 +16,7 @@ from agent.kernel.queue_backend import probe_queue_backend
 from agent.kernel.xt_queue import XT_CHAIN, XtQueueRules
 from tests.kernel_helpers import kernel_state, lab_spec, runner_for, stop
 from tests.lab.netns import Lab, python_env
+from tests.lab.traffic import Request
 
 pytestmark = pytest.mark.lab
 
@@ -184,3 +185,29 @@ def test_fail_open_accepts_what_a_full_queue_would_drop(lab: Lab, fail_open: boo
         assert result["received"] == 92 and result["queue_dropped"] == 0
     else:
         assert result["received"] == 0 and result["queue_dropped"] == 92
+
+
+def test_only_the_first_inspect_depth_bytes_of_a_flow_are_queued(lab: Lab) -> None:
+    lab.start_server_app()
+    spec = lab_spec(queue_nums=(0,), hooks=("forward",), inspect_depth_bytes=1200)
+    runner = runner_for(lab.gateway)
+    requests = [Request("POST", f"/r{i}", body="x" * 300) for i in range(8)]
+    with kernel_state(lab.gateway) as nft:
+        nft.apply(render_ruleset(spec))
+        XtQueueRules(runner).install(spec)
+        consumer = lab.gateway.popen(
+            [sys.executable, "-c", CONSUMER, str(spec.block_mark)],
+            env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert consumer.stdout is not None
+            assert consumer.stdout.readline().strip() == "ready"
+            result = lab.client.keepalive(lab.addr.server_v4, 8080, requests)
+            time.sleep(0.2)
+        finally:
+            out, _err = stop(consumer)
+        seen = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert result.single_connection and all(s is not None for s in result.statuses)
+        # ~450 bytes a request packet (+ handshake): only the first two fit in 1200 bytes.
+        assert 1 <= len(seen) <= 3, seen
+        assert nft.counters()["queued_http"][0] == len(seen)
