@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.intel.model import CampaignKind, Confidence, IOAType, LoadResult
-from agent.intel.vuldb import parse_ip_cell, parse_vuldb, slugify, strip_code
+from agent.intel.vuldb import host_network_v4, parse_ip_cell, parse_vuldb, slugify, strip_code
 
 SAMPLES = Path("/work/shared/samples/vuldb")
 REPO = Path(__file__).resolve().parent.parent
@@ -343,3 +343,19 @@ def test_mutated_real_pages_never_raise(text: str) -> None:
 @given(st.binary(max_size=3000))
 def test_random_bytes_decoded_never_raise(data: bytes) -> None:
     _assert_load_result(parse_vuldb(data.decode("utf-8", "replace"), "bytes.md"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_fast_host_network_equals_stdlib(value: int) -> None:
+    fast = host_network_v4(value)
+    slow = ipaddress.IPv4Network(value)
+    assert type(fast) is type(slow)
+    assert fast == slow and hash(fast) == hash(slow)
+    assert str(fast) == str(slow) and repr(fast) == repr(slow)
+    assert fast.prefixlen == 32 and fast.num_addresses == 1
+    assert list(fast.hosts()) == list(slow.hosts()) == [slow.network_address]
+    assert fast.broadcast_address == slow.broadcast_address
+    assert sorted(vars(fast)) == sorted(vars(slow))
+    assert slow.network_address in fast and fast.subnet_of(slow)
+    assert list(ipaddress.collapse_addresses([fast, slow])) == [slow]

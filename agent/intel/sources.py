@@ -15,6 +15,7 @@ from typing import Literal
 from agent.intel.enrichment import ENRICH_SUFFIX, check_against_campaign, parse_enrichment
 from agent.intel.model import Campaign, LoadProblem, LoadResult, SourceRef
 from agent.intel.plainlist import parse_plainlist
+from agent.intel.snapshot import paused_gc
 from agent.intel.stix import parse_stix
 from agent.intel.vuldb import TITLE_SUFFIX, parse_vuldb
 
@@ -116,7 +117,8 @@ def load_source(path: Path, fmt: str | None = None) -> LoadResult:
             and p.name not in _SKIPPED_NAMES
             and not p.name.startswith(".")
         ]
-        return merge_results(_load_file(p, fmt) for p in pages)
+        with paused_gc():
+            return merge_results([_load_file(p, fmt) for p in pages])
     if not path.exists():
         return LoadResult(problems=(LoadProblem(SourceRef(str(path)), "no such file"),))
     if path.name.endswith(ENRICH_SUFFIX):
@@ -136,7 +138,8 @@ def load_sources(
 ) -> LoadResult:
     """Load several files/directories; `fmt_overrides` forces a format per path."""
     overrides = fmt_overrides or {}
-    return merge_results(load_source(p, overrides.get(p)) for p in paths)
+    with paused_gc():
+        return merge_results([load_source(p, overrides.get(p)) for p in paths])
 
 
 def merge_results(results: Iterable[LoadResult]) -> LoadResult:
