@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -84,6 +85,12 @@ def parse_split(data: bytes) -> HttpRequest:
     return out[0]
 
 
+def everything(data: bytes) -> None:
+    """What the inspector runs per request."""
+    request = parse_one(data)
+    extract_params(request, ROUTES, path=normalize_path(request.target))
+
+
 def timed(fn: Callable[[], object], seconds: float) -> float:
     """Best-of-3 microseconds per call."""
     best = float("inf")
@@ -117,19 +124,12 @@ def main() -> None:
     for name, data in MIX.items():
         request = parse_one(data)
         path = normalize_path(request.target)
-        parse_us = timed(lambda d=data: parse_one(d), args.seconds)
-        split_us = timed(lambda d=data: parse_split(d), args.seconds)
-        norm_us = timed(lambda r=request: normalize_path(r.target), args.seconds)
-        params_us = timed(lambda r=request, p=path: extract_params(r, ROUTES, path=p), args.seconds)
-        many_us = timed(
-            lambda r=request, p=path: extract_params(r, MANY_ROUTES, path=p), args.seconds
-        )
-
-        def everything(d: bytes = data) -> None:
-            req = parse_one(d)
-            extract_params(req, ROUTES, path=normalize_path(req.target))
-
-        all_us = timed(everything, args.seconds)
+        parse_us = timed(partial(parse_one, data), args.seconds)
+        split_us = timed(partial(parse_split, data), args.seconds)
+        norm_us = timed(partial(normalize_path, request.target), args.seconds)
+        params_us = timed(partial(extract_params, request, ROUTES, path=path), args.seconds)
+        many_us = timed(partial(extract_params, request, MANY_ROUTES, path=path), args.seconds)
+        all_us = timed(partial(everything, data), args.seconds)
         totals.append(all_us)
         print(f"{name:<12} {parse_us:8.2f} {split_us:8.2f} {norm_us:8.2f} {params_us:8.2f} "
               f"{many_us:9.2f} {all_us:8.2f} {1e6 / all_us:9.0f}")  # fmt: skip

@@ -270,3 +270,14 @@ def test_extract_params_never_raises(query: str, body: bytes, ctype: str) -> Non
     params = extract_params(req, ROUTES, max_params=64)
     assert len(params) <= 64
     assert all(p.name == p.name.lower() for p in params)
+
+
+@given(data=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=300))
+def test_any_bytes_through_the_whole_layer_never_raise(data: bytes, cut: int) -> None:
+    stream = HttpRequestStream(max_body=128)
+    requests = stream.feed(b"POST /api/totals/last/" + data[:cut])
+    requests += stream.feed(data[cut:])
+    requests += stream.finish()
+    for req in requests:
+        path = normalize_path(req.target)
+        extract_params(req, ROUTES, path=path)

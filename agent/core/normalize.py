@@ -127,6 +127,14 @@ def _utf8_lenient(data: bytes, found: list[str]) -> str:
     return "".join(out)
 
 
+def _to_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        # A lone surrogate that stands for no byte: encoded as is, decoded as invalid.
+        return text.encode("utf-8", "surrogatepass")
+
+
 def decode_component(raw: str, plus_as_space: bool) -> Decoded:
     """Percent-decode a path, query or form component until it is stable.
 
@@ -141,7 +149,7 @@ def decode_component(raw: str, plus_as_space: bool) -> Decoded:
     text = raw
     rounds = 0
     while True:
-        data = text.encode("utf-8", "surrogateescape")
+        data = _to_bytes(text)
         if rounds == 0 and plus_as_space:
             data = data.replace(b"+", b" ")
         if rounds == 0 and _BAD_ESCAPE.search(data):
