@@ -60,6 +60,7 @@ _SECTIONS: dict[str, str] = {
     "campaigns": "campaign",
     "campaign": "campaign",
     "references": "references",
+    "reference": "references",
     "literature": "literature",
     "license": "license",
 }
