@@ -10,6 +10,7 @@ from agent.core.http import (
     FRAMING_TRAILER,
     HEAD_TOO_LARGE,
     MISSING_HOST,
+    MULTIPLE_CONTENT_TYPE,
     MULTIPLE_HOST,
     PARSE_ERROR,
     REQUEST_AFTER_UPGRADE,
@@ -188,6 +189,7 @@ def test_garbage_after_a_good_request_fails_as_the_next_seq() -> None:
     [
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MULTIPLE_HOST),
         (b"GET / HTTP/1.1\r\n\r\n", MISSING_HOST),
+        (POST_H + b"Content-Type: a/b\r\nContent-Type: c/d\r\n\r\n", MULTIPLE_CONTENT_TYPE),
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", TE_ON_HTTP10),
         (POST_H + b"Content_Length: 3\r\n\r\n", FRAMING_HEADER_LOOKALIKE),
         (GET_H + b"Transfer_Encoding: chunked\r\n\r\n", FRAMING_HEADER_LOOKALIKE),

@@ -13,6 +13,7 @@ from agent.core.params import (
     JSON_MALFORMED,
     MULTIPART_MALFORMED,
     TOO_MANY_PARAMS,
+    UNUSUAL_CHARSET,
     ParamSet,
     extract_params,
 )
@@ -281,3 +282,12 @@ def test_any_bytes_through_the_whole_layer_never_raise(data: bytes, cut: int) ->
     for req in requests:
         path = normalize_path(req.target)
         extract_params(req, ROUTES, path=path)
+
+
+def test_unusual_body_charset_is_reported() -> None:
+    ctype = "application/x-www-form-urlencoded; charset=ibm037"
+    params = extract_params(request("POST /f", b"\x95\xa4\x94~\xf1", Content_Type=ctype), NO_ROUTES)
+    assert any(a.startswith(UNUSUAL_CHARSET) for a in params.anomalies)
+    ctype = "application/x-www-form-urlencoded; charset=UTF-8"
+    params = extract_params(request("POST /f", b"num=1", Content_Type=ctype), NO_ROUTES)
+    assert params.anomalies == ()

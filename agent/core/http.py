@@ -27,6 +27,7 @@ HEAD_TOO_LARGE = "head_too_large"
 TOO_MANY_HEADERS = "too_many_headers"
 MULTIPLE_HOST = "multiple_host"
 MISSING_HOST = "missing_host"
+MULTIPLE_CONTENT_TYPE = "multiple_content_type"
 UNEXPECTED_VERSION = "unexpected_version"
 TE_ON_HTTP10 = "transfer_encoding_on_http10"
 FRAMING_HEADER_LOOKALIKE = "framing_header_lookalike"
@@ -234,7 +235,7 @@ def _inspect_head(
 ) -> tuple[str | None, tuple[str, ...]]:
     """The first Host, and what llhttp's strict mode accepts but a smuggler would use."""
     host: str | None = None
-    hosts = 0
+    hosts = content_types = 0
     found: list[str] = []
     for name, value in headers:
         if name == "host":
@@ -244,6 +245,8 @@ def _inspect_head(
         elif name == "transfer-encoding":
             if version == "1.0":
                 found.append(TE_ON_HTTP10)
+        elif name == "content-type":
+            content_types += 1
         elif "_" in name and name.replace("_", "-") in _FRAMING_HEADERS:
             found.append(f"{FRAMING_HEADER_LOOKALIKE}: {name}")
     if not head_done:
@@ -252,7 +255,9 @@ def _inspect_head(
         found.append(f"{UNEXPECTED_VERSION}: HTTP/{version}")
     if hosts > 1:
         found.append(f"{MULTIPLE_HOST}: {hosts}")
-    elif host is None and version == "1.1":
+    if content_types > 1:
+        found.append(f"{MULTIPLE_CONTENT_TYPE}: {content_types}")
+    if host is None and version == "1.1":
         found.append(MISSING_HOST)
     if host is not None and target[:1] not in ("/", "*", "") and "://" in target:
         authority = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]

@@ -26,12 +26,16 @@ from agent.core.routes import RouteMatcher
 TOO_MANY_PARAMS = "too_many_params"
 JSON_MALFORMED = "json_malformed"
 MULTIPART_MALFORMED = "multipart_malformed"
+UNUSUAL_CHARSET = "unusual_charset"
 
 # A scalar "key": value pair anywhere in (possibly broken) JSON text.
 _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.){0,256})"\s*:\s*("(?:[^"\\]|\\.)*"|[^,{}\[\]\s"]+)')
 _DISPOSITION_PARAM = re.compile(r'([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _JSON_TYPES = ("application/json", "text/json")
+_PLAIN_CHARSETS = frozenset(
+    {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1", "windows-1252"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,8 @@ def _media_type(request: HttpRequest) -> tuple[str, str]:
 def _body(request: HttpRequest, into: _Collector) -> None:
     body = request.body
     media, content_type = _media_type(request)
+    if "charset" in content_type.lower():
+        _check_charset(content_type, into)
     if media == "application/x-www-form-urlencoded":
         _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
     elif media == "multipart/form-data":
@@ -226,6 +232,15 @@ def _body(request: HttpRequest, into: _Collector) -> None:
             _json(body, into)
         elif b"=" in body:
             _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
+
+
+def _check_charset(content_type: str, into: _Collector) -> None:
+    """Bodies in EBCDIC or UTF-16 (IIS/ASP.NET decode them) hide from byte matching."""
+    for key, value in _DISPOSITION_PARAM.findall(content_type):
+        if key.lower() == "charset":
+            charset = _unquote(value).lower()
+            if charset not in _PLAIN_CHARSETS:
+                into.note(UNUSUAL_CHARSET, charset)
 
 
 def _json(body: bytes, into: _Collector) -> None:
