@@ -512,13 +512,18 @@ class Lab:
     ) -> None:
         self.close()
 
-    def _ip(self, ns: Netns, *args: str) -> None:
-        subprocess.run(
-            ["ip", "-n", ns.name, *args], capture_output=True, text=True, check=True, timeout=10.0
+    def _ip_batch(self, ns: Netns, commands: Sequence[str]) -> None:
+        """Run `ip` commands in `ns` as one `ip -batch` process (fewer spawns: faster bring-up)."""
+        res = subprocess.run(
+            ["ip", "-n", ns.name, "-batch", "-"],
+            input="\n".join(commands) + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10.0,
         )
-
-    def _sysctl(self, ns: Netns, *settings: str) -> None:
-        ns.run(["sysctl", "-q", "-w", *settings], timeout=10.0)
+        if res.returncode != 0:
+            raise RuntimeError(f"lab setup in {ns.name} failed: {res.stderr.strip()}")
 
     def _build(self) -> None:
         a = self.addr
@@ -531,40 +536,54 @@ class Lab:
                 timeout=10.0,
             )
             self._created.append(ns.name)
-            # No DAD: addresses must be usable at once (set before links exist).
-            self._sysctl(
-                ns,
+            settings = [
+                # No DAD: addresses must be usable at once (set before links exist).
                 "net.ipv6.conf.all.accept_dad=0",
                 "net.ipv6.conf.default.accept_dad=0",
                 "net.ipv6.conf.default.accept_ra=0",
-            )
-            self._ip(ns, "link", "set", "lo", "up")
+            ]
+            if ns is self.gateway:
+                settings += [
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv6.conf.all.forwarding=1",
+                    "net.ipv6.conf.default.forwarding=1",
+                ]
+            ns.run(["sysctl", "-q", "-w", *settings], timeout=10.0)
+
+        def addrs(ifname: str, *cidrs: str) -> list[str]:
+            return [f"addr add {c} dev {ifname}{' nodad' if ':' in c else ''}" for c in cidrs]
+
         # Created inside the namespaces: no veth end ever touches the host.
-        self._ip(self.client, "link", "add", CLIENT_IF, "type", "veth",
-                 "peer", "name", GW_CLIENT_IF, "netns", self.gateway.name)
-        self._ip(self.server, "link", "add", SERVER_IF, "type", "veth",
-                 "peer", "name", GW_SERVER_IF, "netns", self.gateway.name)
-        self._sysctl(self.gateway, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-
-        plan: list[tuple[Netns, str, list[str]]] = [
-            (self.client, CLIENT_IF, [f"{a.client_v4}/24", f"{a.client_v6}/64"]),
-            (self.gateway, GW_CLIENT_IF, [f"{a.gw_client_v4}/24", f"{a.gw_client_v6}/64"]),
-            (self.gateway, GW_SERVER_IF, [f"{a.gw_server_v4}/24", f"{a.gw_server_v6}/64"]),
-            (self.server, SERVER_IF, [f"{a.server_v4}/24", f"{a.server_v6}/64",
-                                      f"{a.ioc_v4}/32", f"{a.ioc_v6}/128"]),
-        ]
-        for ns, ifname, addrs in plan:
-            for cidr in addrs:
-                extra = ["nodad"] if ":" in cidr else []
-                self._ip(ns, "addr", "add", cidr, "dev", ifname, *extra)
-            self._ip(ns, "link", "set", ifname, "up")
-
-        self._ip(self.client, "route", "add", "default", "via", a.gw_client_v4)
-        self._ip(self.client, "-6", "route", "add", "default", "via", a.gw_client_v6)
-        self._ip(self.server, "route", "add", "default", "via", a.gw_server_v4)
-        self._ip(self.server, "-6", "route", "add", "default", "via", a.gw_server_v6)
-        self._ip(self.gateway, "route", "add", f"{a.ioc_v4}/32", "via", a.server_v4)
-        self._ip(self.gateway, "-6", "route", "add", f"{a.ioc_v6}/128", "via", a.server_v6)
+        self._ip_batch(self.client, [
+            "link set lo up",
+            f"link add {CLIENT_IF} type veth peer name {GW_CLIENT_IF} netns {self.gateway.name}",
+            *addrs(CLIENT_IF, f"{a.client_v4}/24", f"{a.client_v6}/64"),
+        ])
+        self._ip_batch(self.server, [
+            "link set lo up",
+            f"link add {SERVER_IF} type veth peer name {GW_SERVER_IF} netns {self.gateway.name}",
+            *addrs(SERVER_IF, f"{a.server_v4}/24", f"{a.server_v6}/64",
+                   f"{a.ioc_v4}/32", f"{a.ioc_v6}/128"),
+        ])
+        self._ip_batch(self.gateway, [
+            "link set lo up",
+            *addrs(GW_CLIENT_IF, f"{a.gw_client_v4}/24", f"{a.gw_client_v6}/64"),
+            *addrs(GW_SERVER_IF, f"{a.gw_server_v4}/24", f"{a.gw_server_v6}/64"),
+            f"link set {GW_CLIENT_IF} up",
+            f"link set {GW_SERVER_IF} up",
+            f"route add {a.ioc_v4}/32 via {a.server_v4}",
+            f"route add {a.ioc_v6}/128 via {a.server_v6}",
+        ])
+        self._ip_batch(self.client, [
+            f"link set {CLIENT_IF} up",
+            f"route add default via {a.gw_client_v4}",
+            f"route add ::/0 via {a.gw_client_v6}",
+        ])
+        self._ip_batch(self.server, [
+            f"link set {SERVER_IF} up",
+            f"route add default via {a.gw_server_v4}",
+            f"route add ::/0 via {a.gw_server_v6}",
+        ])
 
     def isolation_problems(self) -> list[str]:
         """Every reason the lab might reach beyond itself (empty when isolated)."""

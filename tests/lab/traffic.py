@@ -9,6 +9,7 @@ answer (refused, reset, timeout) is a result, not an exception.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -88,7 +89,8 @@ _PING_STATS = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?receive
 
 def ping(ns: Netns, addr: str, *, count: int = 2, timeout: float = 3.0) -> PingResult:
     """`ping -c count`, each reply awaited up to `timeout` seconds (v4 or v6 by address)."""
-    args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", f"{timeout:g}", addr]
+    wait = str(max(1, math.ceil(timeout)))  # older iputils take whole seconds only
+    args = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", wait, addr]
     proc = ns.run(args, check=False, timeout=timeout + 0.2 * count + _SPAWN_SLACK)
     m = _PING_STATS.search(proc.stdout)
     if m is None:
