@@ -286,7 +286,8 @@ def test_upgrade_request_body_is_read_not_skipped() -> None:
     stream = HttpRequestStream()
     assert stream.feed(data[:cut]) == []
     pending = stream.head_pending()
-    assert pending is not None and pending.seq == 0
+    assert pending is not None
+    assert (pending.seq, pending.complete, pending.body) == (0, False, b"")
     first, second = stream.feed(data[cut:])
     assert first.body == b"num=1"
     assert UPGRADE_WITH_BODY in codes(first)

@@ -88,6 +88,7 @@ class _Collector:
         "completed",
         "head_bytes",
         "head_done",
+        "head_view",
         "headers",
         "in_message",
         "max_body",
@@ -114,6 +115,7 @@ class _Collector:
     def _reset(self) -> None:
         self.in_message = False
         self.head_done = False
+        self.head_view: HttpRequest | None = None
         self.url_parts: list[bytes] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.trailers: list[tuple[bytes, bytes]] = []
@@ -332,12 +334,17 @@ class HttpRequestStream:
         if self._stopped:
             return None
         if self._upgrade_request is not None:
-            return self._upgrade_request
+            return replace(self._upgrade_request, complete=False)
         collector = self._collector
         if not collector.in_message or not collector.head_done:
             return None
-        request = collector.build(complete=False)
-        return replace(request, body=b"", body_truncated=False) if request.body else request
+        if collector.head_view is None:
+            # Built once per request: callers ask after every chunk of a long body.
+            request = collector.build(complete=False)
+            if request.body:
+                request = replace(request, body=b"", body_truncated=False, trailers=())
+            collector.head_view = request
+        return collector.head_view
 
     def finish(self) -> list[HttpRequest]:
         """End of inspection (depth or flow end): the request in progress, incomplete."""
@@ -382,7 +389,10 @@ class HttpRequestStream:
     def _drain(self, out: list[HttpRequest]) -> None:
         completed = self._collector.completed
         if completed:
-            out.extend(self._mark_tunnel(request) for request in completed)
+            if self._tunnel:
+                out.extend(self._mark_tunnel(request) for request in completed)
+            else:
+                out.extend(completed)
             completed.clear()
 
     def _mark_tunnel(self, request: HttpRequest) -> HttpRequest:
