@@ -176,6 +176,7 @@ class _Collector:
         keep_target: bool = True,
         keep_headers: bool = True,
         method_parsed: bool = False,
+        head_only: bool = False,
     ) -> HttpRequest:
         # llhttp has parsed the method once the URL starts; before that
         # get_method() answers a default.
@@ -186,7 +187,8 @@ class _Collector:
         )
         target = b"".join(self.url_parts).decode("latin-1") if keep_target else ""
         headers = _decode_headers(self.headers) if keep_headers else ()
-        trailers = _decode_headers(self.trailers) if keep_headers and self.trailers else ()
+        with_rest = keep_headers and not head_only
+        trailers = _decode_headers(self.trailers) if with_rest and self.trailers else ()
         host, anomalies = _inspect_head(self.version, target, headers, self.head_done)
         if trailers:
             anomalies += tuple(
@@ -199,8 +201,8 @@ class _Collector:
             version=self.version,
             headers=headers,
             host=host,
-            body=b"".join(self.body) if self.body else b"",
-            body_truncated=self.body_seen > self.max_body,
+            body=b"".join(self.body) if self.body and not head_only else b"",
+            body_truncated=self.body_seen > self.max_body and not head_only,
             complete=complete,
             anomalies=anomalies + extra if extra else anomalies,
             trailers=trailers,
@@ -340,10 +342,7 @@ class HttpRequestStream:
             return None
         if collector.head_view is None:
             # Built once per request: callers ask after every chunk of a long body.
-            request = collector.build(complete=False)
-            if request.body:
-                request = replace(request, body=b"", body_truncated=False, trailers=())
-            collector.head_view = request
+            collector.head_view = collector.build(complete=False, head_only=True)
         return collector.head_view
 
     def finish(self) -> list[HttpRequest]:
