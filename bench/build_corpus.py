@@ -13,7 +13,8 @@ Inputs:
   evasions generated from them.
 
 Outputs (one value per line, lines split on "\\n" only, so values may hold
-\\r, \\v, \\f, \\xa0): sqli.txt, xss.txt, benign.txt, integers.txt.
+\\r, \\v, \\f, \\xa0): sqli.txt, xss.txt, benign.txt, integers.txt, and the
+held-out heldout_sqli.txt, heldout_xss.txt, heldout_benign.txt.
 Values are stored as the classifier sees them: already percent-decoded.
 """
 
@@ -561,6 +562,15 @@ def main() -> int:
     write("xss.txt", xss)
     write("benign.txt", benign)
     write("integers.txt", unique(integer_values(rng)))
+    # Held out: public lists the classifier was not tuned on, to check it generalizes.
+    write(
+        "heldout_sqli.txt", unique(read_source("heldout_libinjection_sqli_hackers.txt", plus=True))
+    )
+    write("heldout_xss.txt", unique(read_source("heldout_libinjection_xss_html5sec.txt")))
+    write(
+        "heldout_benign.txt",
+        unique(read_source("heldout_libinjection_false_positives.txt", plus=True)),
+    )
     return 0
 
 

@@ -25,7 +25,8 @@ import re
 from typing import Final
 
 # Token kinds (one letter, like libinjection's fingerprints).
-STR: Final = "s"  # a string literal (or the tail of one left open)
+STR: Final = "s"  # a string literal
+USTR: Final = "u"  # the tail of a literal left open (the application's own quote closes it)
 NUM: Final = "n"
 KW: Final = "k"  # SQL keyword
 LOGIC: Final = "&"  # and / or / xor / && / ||
@@ -211,7 +212,7 @@ def tokenize(text: str, quote: str | None = None) -> list[Token]:
         if ch == "#" or (ch == "-" and text.startswith("--", pos)):
             end = _line_end(text, pos)
             # Keep the character after "--": MySQL needs a space there ("-- ", "--+").
-            tokens.append((COMMENT, text[pos : pos + 3] if ch == "-" else "#"))
+            tokens.append((COMMENT, text[pos : pos + 3] if ch == "-" else text[pos : pos + 2]))
             if end < 0:
                 break
             pos = end + 1
@@ -219,7 +220,7 @@ def tokenize(text: str, quote: str | None = None) -> list[Token]:
         if ch in "'\"":
             end = _string_end(text, pos + 1, ch)
             if end < 0:
-                tokens.append((STR, text[pos + 1 :]))
+                tokens.append((USTR, text[pos + 1 :]))
                 break
             tokens.append((STR, text[pos + 1 : end]))
             pos = end + 1
@@ -313,6 +314,8 @@ def _plus_is_space(text: str, pos: int, tokens: list[Token]) -> bool:
     """A `+` next to a keyword is a query-string space ("union+select"), not addition."""
     if tokens and tokens[-1][0] in (KW, LOGIC):
         return True
+    if text.startswith(("--", "#"), pos + 1):  # "'+or+1+--"
+        return True
     word = _WORD_RE.match(text, pos + 1)
     return word is not None and (word.group() in KEYWORDS or word.group() in LOGIC_WORDS)
 
@@ -323,7 +326,9 @@ def _at(tokens: list[Token], i: int) -> Token:
 
 def _is_operand(token: Token) -> bool:
     kind, text = token
-    return kind in (NUM, STR, VAR, WORD, FUNC) or (kind == KW and text in ("null", "true", "false"))
+    return kind in (NUM, STR, USTR, VAR, WORD, FUNC) or (
+        kind == KW and text in ("null", "true", "false")
+    )
 
 
 def _call_looks_like_sql(tokens: list[Token], i: int) -> bool:
@@ -360,7 +365,7 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
         after_kind, after = _at(tokens, i + 2)
         if nxt_kind in (VAR, FUNC, LPAREN) or nxt in ("*", "case"):
             return text
-        if nxt_kind in (NUM, STR) or nxt == "null":
+        if nxt_kind in (NUM, STR, USTR) or nxt == "null":
             # "select 1,2" / "select 'a' from"; not "select 2 items"
             if after_kind in ("", COMMA, OP, LOGIC, COMMENT, SEMI, RPAREN) or after in (
                 "from",
@@ -385,7 +390,13 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
     if text == "update":
         return text if nxt_kind == WORD and _at(tokens, i + 2)[1] == "set" else None
     if text in ("exec", "execute"):
-        return text if nxt_kind in (WORD, VAR, FUNC, LPAREN) else None
+        if nxt_kind in (VAR, FUNC, LPAREN) or (nxt_kind == WORD and "." in nxt):
+            return text
+        # "exec xp_cmdshell 'dir'", not "exec will create"
+        after_kind = _at(tokens, i + 2)[0]
+        if nxt_kind == WORD and after_kind in ("", STR, USTR, COMMENT, SEMI, VAR, NUM, COMMA):
+            return text
+        return None
     if text == "declare":
         return text if nxt_kind == VAR else None
     if text == "waitfor":
@@ -411,8 +422,10 @@ def _condition_at(tokens: list[Token], i: int) -> bool:
         i += 1
     kind, text = _at(tokens, i)
     nxt_kind, nxt = _at(tokens, i + 1)
-    ends = nxt_kind in ("", COMMENT, SEMI, RPAREN, LOGIC)
-    if (kind == NUM or text in ("true", "false")) and ends:
+    if text in ("true", "false") and nxt_kind in ("", COMMENT, SEMI, RPAREN, LOGIC):
+        return True
+    # "1 or 1--" but not "1950 or 1960" / "00 and 3" (prose and product names).
+    if kind == NUM and nxt_kind in (COMMENT, SEMI, RPAREN, LOGIC):
         return True
     if text == "select":
         return _statement_at(tokens, i) is not None
@@ -423,11 +436,18 @@ def _condition_at(tokens: list[Token], i: int) -> bool:
     if kind == FUNC:
         return _call_looks_like_sql(tokens, i) and (
             text in SQL_FUNCS
-            or (nxt_kind == LPAREN and _at(tokens, i + 2)[0] in (NUM, STR, LPAREN))
+            or (nxt_kind == LPAREN and _at(tokens, i + 2)[0] in (NUM, STR, USTR, LPAREN))
         )
+    j = i + 1
+    while _at(tokens, j)[0] == RPAREN:  # "') or ('x')=('x"
+        j += 1
+    nxt_kind, nxt = _at(tokens, j)
     if _is_operand((kind, text)) and (nxt in COMPARISONS and nxt_kind in (OP, KW)):
-        after_kind, after = _at(tokens, i + 2)
+        after_kind, after = _at(tokens, j + 1)
         return _is_operand((after_kind, after)) or after_kind in (LPAREN, OP, KW)
+    # "' or ''-'": constants combined arithmetically are as good as a comparison.
+    if kind in (NUM, STR) and nxt_kind == OP and nxt in ARITHMETIC:
+        return _at(tokens, j + 1)[0] in (NUM, STR, USTR)
     return False
 
 
@@ -476,30 +496,34 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
         return f"limit after {where} break-out"
     if kind == KW and text == "procedure" and nxt == "analyse":
         return "procedure analyse"
+    balanced = not quoted or _balanced_tail(tokens)
     if (
         quoted
-        and kind in (OP, LOGIC)
+        and balanced
+        and (kind == OP or text == "||")
         and text != "."
-        and (nxt_kind in (STR, NUM, LPAREN, VAR) or (nxt_kind == FUNC and nxt in SQL_FUNCS))
+        and (nxt_kind in (STR, USTR, NUM, LPAREN, VAR) or (nxt_kind == FUNC and nxt in SQL_FUNCS))
+        and (nxt_kind in (USTR, LPAREN, FUNC) or _at(tokens, i + 2)[0] in _CONTINUES_SQL)
     ):
         return f"expression after quote break-out ({text})"
     if (
         kind == KW
         and text in ("as", "in", "is", "like", "rlike", "regexp", "between")
         and (quoted or closed_parens)
+        and balanced
     ):
         after_kind, after = _at(tokens, i + 2)
-        if nxt_kind in (WORD, STR, NUM, LPAREN, KW) and (
-            after_kind in ("", COMMENT, LOGIC, SEMI, RPAREN, OP)
+        if nxt_kind in (WORD, STR, USTR, NUM, LPAREN, KW) and (
+            after_kind in (COMMENT, LOGIC, SEMI, RPAREN, OP)
             or (after_kind == KW and after != "as")
+            or (after_kind == "" and nxt_kind == USTR and nxt)
         ):
             return f"{text} after {where} break-out"
-    if kind == KW and text == "into" and quoted:
-        return "into after quote break-out"
     if (
         kind == KW
         and text in ("union", "from")
         and (quoted or closed_parens)
+        and balanced
         and (nxt_kind in (WORD, KW, LPAREN))
     ):
         return f"{text} after {where} break-out"
@@ -510,9 +534,34 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
     return None
 
 
+# Tokens after an operand that keep a SQL expression going (not prose: "16\" wide").
+_CONTINUES_SQL: Final = ("", COMMENT, LOGIC, OP, SEMI, RPAREN, KW)
+
+
+def _balanced_tail(tokens: list[Token]) -> bool:
+    """After a quote break-out the application's closing quote still follows the
+    value: a real injection ends by reopening a literal ("... and 'a'='a"), with a
+    comment, or a ";". A tail like "... WIDE RIBBON" would be a SQL syntax error.
+    """
+    kind, text = tokens[-1]
+    if kind == USTR:
+        return len(text) <= 24 and not any(c.isspace() for c in text)
+    return kind in (COMMENT, SEMI)
+
+
 def _is_sql_comment(text: str) -> bool:
-    """ "#", "/*", or "--" then end, space, "-" or "+" (not "--><img")."""
+    """ "#", "/*", or "--" then end, space, "-" or "+" (not "--><img", not "#2")."""
+    if text.startswith("#"):
+        return len(text) == 1 or not text[1].isalnum()
     return not text.startswith("--") or len(text) == 2 or text[2] in " \t\r\n\v\f\x00-+"
+
+
+# Stored procedures called without parentheses ("exec master..xp_cmdshell 'dir'").
+_PROCEDURES: Final = frozenset({
+    "xp_cmdshell", "xp_dirtree", "xp_fileexist", "xp_regread", "xp_regwrite", "sp_oacreate",
+    "sp_oamethod", "sp_executesql", "sp_makewebtask", "sp_configure", "sp_addlogin",
+    "sp_addsrvrolemember", "xp_servicecontrol", "xp_availablemedia",
+})  # fmt: skip
 
 
 def _anywhere_findings(tokens: list[Token]) -> str | None:
@@ -529,9 +578,9 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
                 return "time-based: waitfor delay"
             elif text == "into" and _at(tokens, i + 1)[1] in ("outfile", "dumpfile"):
                 return f"into {_at(tokens, i + 1)[1]}"
-            elif text == "select" and (i == 0 or tokens[i - 1][0] in (LPAREN, RPAREN, OP, LOGIC)):
+            elif text == "select" and i and tokens[i - 1][0] in (LPAREN, RPAREN, OP, LOGIC):
                 if _statement_at(tokens, i):
-                    return "sub-select" if i else "select statement"
+                    return "sub-select"
             elif text == "case" and _case_at(tokens, i):
                 return "case when expression"
             elif text in ("where", "having") and _constant_comparison(tokens, i + 1):
@@ -576,6 +625,8 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
                 or (i and tokens[i - 1][0] in (OP, COMMA, LOGIC))
             ):
                 return "arithmetic on a comparison"
+        elif kind == WORD and text.rsplit(".", 1)[-1] in _PROCEDURES:
+            return f"file/command access: {text}"
         elif kind == VAR and text.startswith("@@") and len(text) > 2:
             return f"system variable {text}"
     return None
@@ -584,10 +635,10 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
 def _constant_comparison(tokens: list[Token], i: int) -> bool:
     """tokens[i:] is "1=1", "'a'='b'", "5423<>5424": constants compared (a tautology probe)."""
     left, op, right = _at(tokens, i), _at(tokens, i + 1), _at(tokens, i + 2)
-    if left[0] not in (NUM, STR) or right[0] not in (NUM, STR):
+    if left[0] not in (NUM, STR, USTR) or right[0] not in (NUM, STR, USTR):
         return False
     if op[1] == "between":
-        return _at(tokens, i + 3)[1] == "and" and _at(tokens, i + 4)[0] in (NUM, STR)
+        return _at(tokens, i + 3)[1] == "and" and _at(tokens, i + 4)[0] in (NUM, STR, USTR)
     return op[1] in ("=", "<", ">", "<=", ">=", "<>", "!=", "<=>", "==", "like", "rlike")
 
 
@@ -652,7 +703,7 @@ def _context_findings(tokens: list[Token], quote: str | None) -> str | None:
     while _at(tokens, start)[1] in ("-", "+", "("):
         start += 1
     first_kind, _ = _at(tokens, start)
-    if first_kind in (NUM, WORD, STR, VAR):
+    if first_kind in (NUM, WORD, STR, USTR, VAR):
         return _breakout_findings(tokens, start + 1, quoted=False)
     # The value itself starts with SQL: " OR 1=1", " ORDER BY 1--", ") AND ...".
     return _breakout_findings(tokens, start, quoted=False)
