@@ -245,6 +245,25 @@ def test_request_split_across_segments_out_of_order(served: Lab) -> None:
     assert b"2015-01-10" in result.response
 
 
+def test_crafted_segments_over_ipv6(served: Lab) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    result = served.client.send_segments(ADDR.ioc_v6, 8080, request, cuts=[1, 2, 3, 10])
+    assert result.error is None and result.handshake
+    assert result.status == 200 and result.response.endswith(b"ok")
+    assert not result.rst_received
+
+
+def test_crafted_retransmission_first_copy_wins_at_the_server(served: Lab) -> None:
+    """An in-order copy is kept; a later "retransmission" of those bytes with other
+    content is discarded: the conflicting-retransmission evasion an inspector must model."""
+    request = b"GET /api/totals/last/2 HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    end = request.index(b"/2 ") + 2
+    first = (0, request[: end - 1] + b"9")  # same bytes, but num=9
+    result = served.client.send_segments(ADDR.server_v4, 80, request, cuts=[end], extra=[first])
+    assert result.status == 200
+    assert len(json.loads(result.response.split(b"\r\n\r\n", 1)[1])["rows"]) == 9
+
+
 # ---------------------------------------------------------------- cleanup
 
 

@@ -140,8 +140,8 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         result["handshake"] = True
         initial = flow.server_next
         send(flow.segment("A", 0), verbose=False)
-        for index in order:
-            offset, data = pieces[index]
+        decoys = [(int(o), bytes.fromhex(h)) for o, h in req.get("extra") or []]
+        for offset, data in [*decoys, *(pieces[i] for i in order)]:
             send(flow.segment("PA", offset, data), verbose=False)
             time.sleep(0.02)  # keep the wire order as given
         deadline = time.monotonic() + timeout

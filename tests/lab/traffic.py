@@ -236,19 +236,23 @@ def send_segments(
     *,
     cuts: Sequence[int] = (),
     order: Sequence[int] | None = None,
+    extra: Sequence[tuple[int, bytes]] = (),
     timeout: float = 3.0,
     ifname: str | None = None,
 ) -> CraftedResult:
     """Open a TCP flow with scapy and send `payload` cut at byte offsets `cuts`.
 
     `order` permutes the segments (e.g. `[1, 0, 2]` sends the second segment
-    first: out of order). The client namespace's kernel is kept from
+    first: out of order). `extra` segments `(offset, bytes)` go out BEFORE
+    the payload's: overlapping data or a conflicting "retransmission" (the
+    server's kernel keeps the first copy it receives). The client namespace's kernel is kept from
     resetting the flow by a small nft rule in THAT namespace (table
     `inet rf_lab_scapy`, source ports 61000-61999 only).
     """
     req = {
         "addr": addr, "port": port, "payload": payload.hex(), "cuts": list(cuts),
         "order": list(order) if order is not None else None, "timeout": timeout,
+        "extra": [[offset, data.hex()] for offset, data in extra],
         "iface": ifname,
     }
     proc = ns.python_module(
