@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import random
 import subprocess
+import sys
 import time
 
 import pytest
@@ -97,12 +98,38 @@ def random_public(count: int, seed: int) -> tuple[ipaddress.IPv4Address, ...]:
     return tuple(ipaddress.IPv4Address(rng.randrange(11 << 24, 100 << 24)) for _ in range(count))
 
 
+# Connects to the IOC again and again until stopped (bounded: 60 s, 3000 attempts).
+TCP_LOOP = r"""
+import signal, socket, sys, time
+attempts = connected = 0
+stop = False
+def finish(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, finish)
+deadline = time.monotonic() + 60
+while not stop and attempts < 3000 and time.monotonic() < deadline:
+    attempts += 1
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.1).close()
+        connected += 1
+    except OSError:
+        pass
+print(attempts, connected)
+"""
+
+
 def test_reload_is_atomic_no_reply_during_20_reloads(lab: Lab) -> None:
     with kernel_state(lab.gateway) as nft:
         spec = lab_spec(exact_v4=(IOC_V4, *random_public(50_000, 0)))
         nft.apply(render_ruleset(spec))
+        lab.start_server_app()
         pinger = lab.client.popen(
             ["ping", "-n", "-i", "0.01", "-c", "3000", "-w", "60", str(IOC_V4)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        connector = lab.client.popen(
+            [sys.executable, "-c", TCP_LOOP, str(IOC_V4), "80"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
@@ -114,13 +141,17 @@ def test_reload_is_atomic_no_reply_during_20_reloads(lab: Lab) -> None:
             reload_seconds = time.monotonic() - started
         finally:
             out, _err = stop(pinger)
+            tcp_out, _err = stop(connector)
         assert nft.set_element_count("ioc_v4") >= 49_000
         assert "bytes from" not in out, out[-500:]
+        attempts, connected = (int(n) for n in tcp_out.split())
+        assert attempts >= 5 and connected == 0
         sent = nft.counters()["ioc_v4_dst"][0]
         assert sent >= 20, f"the pinger barely ran during {reload_seconds:.1f}s of reloads"
         # A reload without the IOC lets it through: the set is what decides.
         nft.apply(render_set_update(dataclasses.replace(spec, exact_v4=random_public(10, 99))))
         assert lab.client.ping(str(IOC_V4)).ok
+        assert lab.client.tcp_connect(str(IOC_V4), 80).ok
 
 
 BLOCK_TRIGGER = b"EVIL"

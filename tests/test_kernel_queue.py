@@ -74,6 +74,8 @@ def test_xt_rules_install_and_remove_idempotently(lab: Lab) -> None:
         rules.install(lab_spec(queue_nums=(0,), hooks=("forward",)))
         v4_rules = runner.check(["iptables-nft", "-t", "mangle", "-S"]).stdout
         assert f"-A INPUT -j {XT_CHAIN}" not in v4_rules and "--queue-num 0" in v4_rules
+        rules.install(lab_spec(queue_nums=()))  # nothing to inspect: no queue rules
+        assert not rules.installed()
     finally:
         rules.remove()
         rules.remove()

@@ -62,7 +62,13 @@ class XtQueueRules:
         self.runner.check([tool, "-w", "-t", XT_TABLE, *args])
 
     def install(self, spec: RulesetSpec) -> None:
-        """Create-or-refresh the chain and jump to it from each hook's builtin chain."""
+        """Create-or-refresh the chain and jump to it from each hook's builtin chain.
+
+        A spec that queues nothing (no queue numbers) removes the rules instead.
+        """
+        if not spec.inspects:
+            self.remove()
+            return
         wanted = {BUILTIN_FOR_HOOK[h] for h in spec.hooks}
         for tool in XT_TOOLS:
             if not self._xt(tool, "-n", "-L", XT_CHAIN):
