@@ -27,14 +27,15 @@ MAX_CLASSIFIED_CHARS: Final = 8192
 
 _INTEGER_RE: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-# A value with none of these characters and no SQL keyword cannot be SQLi or XSS.
-_SUSPICIOUS_RE: Final = re.compile(
-    r"[^\w\s.,@+\-]|--|@@|\b(?:or|and|xor|union|select|order|group|having|waitfor|exec|execute"
-    r"|declare|drop|insert|update|delete|into|sleep|benchmark|like|rlike|regexp|between"
-    r"|true|false|null|from|where|limit|procedure|shutdown|not|is|in)\b",
+# SQL injection needs a quote, a comment, a statement separator, a call, a system
+# variable or a SQL keyword; values with none of them skip the tokenizer.
+_SQL_CANDIDATE_RE: Final = re.compile(
+    r"['\"`;#]|--|/\*|\*/|\$\$|@@|&&|\|\||\w\s*\(|\d\s*[=<>]|\b(?:or|and|xor|union|select|order|group"
+    r"|having|waitfor|exec|execute|declare|drop|insert|update|delete|into|like|rlike|regexp"
+    r"|between|true|false|null|from|where|limit|procedure|shutdown|not|is|in|case|div|sounds)\b",
     re.IGNORECASE,
 )
-# Separate, cheaper pre-filter for XSS: every vector needs one of these characters.
+# Every XSS vector holds one of these characters (xss.py then checks more closely).
 _XSS_CHARS_RE: Final = re.compile(r"[<>\"'`&\\:{(=]")
 
 
@@ -66,7 +67,7 @@ def classify_value(value: str, expected: ArgumentType | None) -> tuple[Finding, 
         if len(value) > MAX_CLASSIFIED_CHARS
         else ""
     )
-    if _SUSPICIOUS_RE.search(head):
+    if _SQL_CANDIDATE_RE.search(head):
         sqli = detect_sqli(head.lower())
         if sqli is not None:
             findings.append(Finding(EvidenceKind.SQLI, sqli + note))

@@ -282,9 +282,10 @@ def tokenize(text: str, quote: str | None = None) -> list[Token]:
 
 
 def _line_end(text: str, pos: int) -> int:
-    """End of a line comment: at \\n or \\r (a CR-only line end still ends it somewhere)."""
-    ends = [e for e in (text.find("\n", pos), text.find("\r", pos)) if e >= 0]
-    return min(ends) if ends else -1
+    """End of a line comment: the first \\n or \\r (both end a line for some engine)."""
+    newline = text.find("\n", pos)
+    carriage = text.find("\r", pos, newline if newline >= 0 else len(text))
+    return carriage if carriage >= 0 else newline
 
 
 def _opens_call(text: str, pos: int, name: str) -> bool:
@@ -446,8 +447,10 @@ def _condition_at(tokens: list[Token], i: int) -> bool:
         after_kind, after = _at(tokens, j + 1)
         return _is_operand((after_kind, after)) or after_kind in (LPAREN, OP, KW)
     # "' or ''-'": constants combined arithmetically are as good as a comparison.
-    if kind in (NUM, STR) and nxt_kind == OP and nxt in ARITHMETIC:
-        return _at(tokens, j + 1)[0] in (NUM, STR, USTR)
+    if kind == STR and nxt_kind == OP and nxt in ARITHMETIC:
+        return _at(tokens, j + 1)[0] in (STR, USTR) and _at(tokens, j + 2)[0] in (
+            "", COMMENT, LOGIC,
+        )  # fmt: skip
     return False
 
 

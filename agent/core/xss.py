@@ -42,7 +42,6 @@ _ESCAPE_RE: Final = re.compile(
 )
 _OCTAL_RE: Final = re.compile(r"\\([0-3][0-7]{2}|[0-7]{2})")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_CSS_COMMENT_RE: Final = re.compile(r"/\*.*?\*/", re.DOTALL)
 _TAG_RE: Final = re.compile(r"<[\s/!?]{0,3}([a-z][a-z0-9:_-]{0,31})")
 _HANDLER_RE: Final = re.compile(r"(?:^|[\s/\"'`;,+])(on[a-z]{3,24})[^=>\s\"']{0,40}\s{0,8}=")
 _SCHEME_RE: Final = re.compile(
@@ -66,7 +65,8 @@ _CSS_RE: Final = re.compile(
 )
 _COMMENT_BREAKOUT_RE: Final = re.compile(r"(?:<!--|--!?>)\s{0,16}<[a-z/!]")
 _CLOSE_SCRIPT_RE: Final = re.compile(r"</\s{0,4}(script|title|textarea|style|noscript|xmp)\b")
-_TEMPLATE_RE: Final = re.compile(r"\{\{.{0,200}?\}\}|\$\{.{0,200}?\}", re.DOTALL)
+# Longest template expression examined: "{{constructor.constructor('...')()}}" fits.
+_TEMPLATE_SPAN: Final = 200
 _TEMPLATE_EVIL: Final = (
     "constructor", "$eval", "$on", "alert", "prompt", "confirm", "fromcharcode", "__proto__",
     "$emit", "call(", "apply(", "charat", "tostring", "[].", "eval(", "document", "window",
@@ -102,11 +102,29 @@ def detect_xss(value: str) -> str | None:
 
     The caller passes a length-capped value; case does not matter.
     """
-    found = _detect(canonicalize(value))
+    found = _detect(canonicalize(value)) if _may_be_xss(value) else None
     if found is None and _OCTAL_RE.search(value):
         # "\74script\76": JS octal escapes read differently from CSS hex ones.
         found = _detect(canonicalize(_OCTAL_RE.sub(lambda m: chr(int(m.group(1), 8)), value)))
     return found
+
+
+# Every vector needs one of these (after decoding): a tag, a handler, a script
+# or data URL, a quote followed by an operator, a template, a CSS script hook.
+_CANDIDATE_RE: Final = re.compile(
+    r"<[a-z!/?%]|on[a-z]{3,}|script|data\s{0,8}:|[\"'`][\s)\]}]{0,4}[-+*/%^|&;,?:<>=!~]"
+    r"|\{\{|\$\{|expression|behavio|binding|@import|-->"
+)
+
+
+def _may_be_xss(value: str) -> bool:
+    """Cheap check on the raw value; escapes and references are decoded first."""
+    text = value.lower()
+    if "&" in text or "\\" in text:
+        text = canonicalize(value)
+    if _CONTROL_RE.search(text):  # "java\tscript:"
+        text = _CONTROL_RE.sub("", text)
+    return _CANDIDATE_RE.search(text) is not None
 
 
 def _detect(text: str) -> str | None:
@@ -127,7 +145,7 @@ def _detect(text: str) -> str | None:
     handler = _HANDLER_RE.search(text)
     if handler is not None and _handler_outside_tag(text, handler):
         return f"event handler {handler.group(1)}= after attribute break-out"
-    css_text = _CSS_COMMENT_RE.sub("", plain) if "/*" in plain else plain
+    css_text = _without_comments(plain) if "/*" in plain else plain
     css = _CSS_RE.search(css_text)
     if css is not None:
         return f"css script vector {css.group().strip(' :=(' + chr(34) + chr(39))[:20]}"
@@ -140,12 +158,41 @@ def _detect(text: str) -> str | None:
         head, rest = breakout.group(1), breakout.group(2)
         if head in _SINKS or head == "[]" or "constructor" in rest:
             return f"script string break-out reaching {head}{rest}"[:80]
-    if "{" in text:
-        for template in _TEMPLATE_RE.finditer(text):
-            body = template.group()
-            if any(marker in body for marker in _TEMPLATE_EVIL):
-                return "template injection"
+    if "{" in text and _template_injection(text):
+        return "template injection"
     return None
+
+
+def _without_comments(text: str) -> str:
+    """Drop /* ... */ (an unclosed one runs to the end); str.find keeps it linear."""
+    parts = []
+    pos = 0
+    while True:
+        start = text.find("/*", pos)
+        if start < 0:
+            parts.append(text[pos:])
+            return "".join(parts)
+        parts.append(text[pos:start])
+        end = text.find("*/", start + 2)
+        if end < 0:
+            return "".join(parts)
+        pos = end + 2
+
+
+def _template_injection(text: str) -> bool:
+    """A {{...}} or ${...} expression reaching for code (not a plain "{{name}}")."""
+    for opener, closer in (("{{", "}}"), ("${", "}")):
+        pos = 0
+        for _ in range(_MAX_CANDIDATES):
+            start = text.find(opener, pos)
+            if start < 0:
+                break
+            end = text.find(closer, start + len(opener), start + _TEMPLATE_SPAN)
+            body = text[start : end if end >= 0 else start + _TEMPLATE_SPAN]
+            if end >= 0 and any(marker in body for marker in _TEMPLATE_EVIL):
+                return True
+            pos = start + len(opener)
+    return False
 
 
 def _scheme_finding(plain: str, scheme: re.Match[str]) -> str | None:
