@@ -359,3 +359,21 @@ def test_fast_host_network_equals_stdlib(value: int) -> None:
     assert sorted(vars(fast)) == sorted(vars(slow))
     assert slow.network_address in fast and fast.subnet_of(slow)
     assert list(ipaddress.collapse_addresses([fast, slow])) == [slow]
+
+
+@needs_samples
+@pytest.mark.parametrize("name", ["actor-meterpreter.md", "campaign-camerashy.md"])
+def test_inline_ioc_loop_agrees_with_the_row_parser(name: str) -> None:
+    """The hot IOC loop and the general row parser give identical IOCs.
+
+    An extra header column makes every row's width differ from the header's,
+    which sends each row through `_ioc_row` instead of the inline loop.
+    """
+    text = (SAMPLES / name).read_text(encoding="utf-8")
+    header = next(line for line in text.split("\n") if line.startswith("ID | IP address"))
+    slow_text = text.replace(header, header + " | Extra")
+    (fast,) = parse_vuldb(text, name).campaigns
+    (slow,) = parse_vuldb(slow_text, name).campaigns
+    assert len(fast.iocs) > 0
+    assert fast.iocs == slow.iocs
+    assert fast.related_campaigns == slow.related_campaigns

@@ -69,6 +69,8 @@ _WITHHELD_PREFIX = "There are "
 _WITHHELD_MARK = " more "
 _EMPTY_CELLS = frozenset({"", "-", "..."})
 
+_RowParser = Callable[["_PageBuilder", list[str], str, int, "_Columns | None"], None]
+
 
 def slugify(name: str) -> str:
     """Lowercase ASCII slug for indicator IDs: 'Rusty Flag' -> 'rusty-flag'."""
@@ -206,16 +208,19 @@ def parse_vuldb(text: str, path: str) -> LoadResult:
     lines = text.split("\n")
     section = ""
     columns: _Columns | None = None
-    row_parsers: dict[str, Callable[[_PageBuilder, list[str], str, int, _Columns | None], None]]
-    row_parsers = {
+    row_parsers: dict[str, _RowParser] = {
         "ioc": _ioc_row,
         "ttp": _ttp_row,
         "ioa": _ioa_row,
         "actor": _actor_row,
     }
-    row_parser = None
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
+    row_parser: _RowParser | None = None
+    line_count = len(lines)
+    index = 0
+    while index < line_count:
+        line = lines[index].strip()
+        index += 1
+        lineno = index
         if not line:
             continue
         first = line[0]
@@ -225,16 +230,7 @@ def parse_vuldb(text: str, path: str) -> LoadResult:
                 if section not in ("literature", "license", "references"):
                     page.warn(lineno, "table row outside a table, ignored")
                 continue
-            cells = line.split("|")
-            if len(cells) < 3:
-                page.warn(lineno, "malformed table row, ignored")
-                continue
-            if cells[1].strip() == "...":
-                continue  # the truncation row; the count follows in "There are N more"
-            try:
-                row_parser(page, cells, line, lineno, columns)
-            except (ValueError, IndexError) as exc:  # defensive: a row must not sink the page
-                page.warn(lineno, f"unreadable {section.upper()} row: {exc}")
+            _table_row(page, row_parser, line, lineno, columns)
             continue
         if first == "#":
             if line.startswith("## "):
@@ -252,6 +248,8 @@ def parse_vuldb(text: str, path: str) -> LoadResult:
         if line.startswith("ID |") or line.startswith("ID|"):
             columns = _Columns([c.strip().lower() for c in line.split("|")])
             row_parser = row_parsers.get(section)
+            if row_parser is _ioc_row:
+                index = _ioc_table(page, lines, index, columns)
             continue
         if line.startswith("--"):
             continue  # header separator
@@ -264,6 +262,91 @@ def parse_vuldb(text: str, path: str) -> LoadResult:
             elif "of the actor known as" in line:
                 page.kind = CampaignKind.ACTOR
     return _finish(page, text)
+
+
+def _table_row(
+    page: _PageBuilder, row_parser: _RowParser, line: str, lineno: int, columns: _Columns | None
+) -> None:
+    cells = line.split("|")
+    if len(cells) < 3:
+        page.warn(lineno, "malformed table row, ignored")
+        return
+    if cells[1].strip() == "...":
+        return  # the truncation row; the count follows in "There are N more"
+    try:
+        row_parser(page, cells, line, lineno, columns)
+    except (ValueError, IndexError) as exc:  # defensive: a row must not sink the page
+        page.warn(lineno, f"unreadable table row: {exc}")
+
+
+def _ioc_table(page: _PageBuilder, lines: list[str], index: int, columns: _Columns) -> int:
+    """Read the IOC rows that follow a header; return the index of the first other line.
+
+    The hot loop of the loader (about 430,000 rows in the public collection):
+    well-formed rows with an IPv4 address are built inline with locals bound;
+    anything unusual goes through `_ioc_row`, which warns precisely.
+    """
+    width, host_at, assoc_at = columns.width, columns.host_at, columns.assoc_at
+    iocs = page.iocs
+    append = iocs.append
+    path, slug = page.path, page.slug
+    actor_page = page.kind is CampaignKind.ACTOR
+    page_actor = page.name or None
+    related = page.related
+    confidences = _CONFIDENCES
+    empty = _EMPTY_CELLS
+    pton, af_inet, from_bytes = socket.inet_pton, socket.AF_INET, int.from_bytes
+    new_ioc, new_ref, new_net = IOC, SourceRef, host_network_v4
+    line_count = len(lines)
+    while index < line_count:
+        line = lines[index].strip()
+        if not line or not line[0].isdigit():
+            if line.startswith("--"):
+                index += 1
+                continue
+            return index
+        index += 1
+        cells = line.split("|")
+        if len(cells) != width:
+            _table_row(page, _ioc_row, line, index, columns)
+            continue
+        ip_cell = cells[1].strip()
+        if ip_cell[:1] == "[":
+            end = ip_cell.find("](")
+            ip_text = ip_cell[1:end] if end > 0 else ip_cell
+        else:
+            ip_text = ip_cell
+        if ip_text == "...":
+            continue
+        confidence = confidences.get(cells[-1].strip())
+        host = cells[host_at].strip() if host_at else "-"
+        try:
+            packed = pton(af_inet, ip_text)
+        except (OSError, ValueError):
+            packed = b""
+        if not packed or confidence is None or " " in host or "\t" in host:
+            _table_row(page, _ioc_row, line, index, columns)
+            continue
+        actor: str | None = None
+        if assoc_at:
+            assoc = cells[assoc_at].strip()
+            if assoc not in empty:
+                actor = assoc[1 : assoc.find("](")] if assoc[:1] == "[" and "](" in assoc else assoc
+        if actor_page:
+            if actor is not None and actor not in related:
+                related.append(actor)
+            actor = page_actor
+        append(
+            new_ioc(
+                f"{slug}:ioc:{len(iocs) + 1}",
+                new_net(from_bytes(packed, "big")),
+                None if host in empty else host,
+                actor,
+                confidence,
+                new_ref(path, index),
+            )
+        )
+    return index
 
 
 def _title_name(line: str, page: _PageBuilder, lineno: int) -> str:
