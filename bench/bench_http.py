@@ -5,6 +5,8 @@ with headers and cookies, API GET on a route template, form POST, JSON POST,
 an evasive request), each stage separately and together:
 - parse: HttpRequestStream.feed on the whole request (one stream per flow);
 - parse-split: the same request fed in 3 segments;
+- parse-ka: per request in a keep-alive stream of 10 pipelined requests
+  (no per-flow setup);
 - normalize: normalize_path of the target;
 - params: extract_params (route matcher with the campaign's two templates,
   and with 3,000 templates);
@@ -42,16 +44,17 @@ API_GET = (
     b"GET /api/totals/last/30 HTTP/1.1\r\nHost: metrics.example.com\r\n"
     b"User-Agent: curl/8.5.0\r\nAccept: application/json\r\n\r\n"
 )
+FORM_BODY = b"user=alice&password=hunter2%21&remember=on&x="
 FORM_POST = (
     b"POST /login HTTP/1.1\r\nHost: metrics.example.com\r\n"
-    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 44\r\n"
-    b"Cookie: session=8f2c1e0b9a7d\r\n\r\n"
-    b"user=alice&password=hunter2%21&remember=on&x="
+    b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+    b"Cookie: session=8f2c1e0b9a7d\r\n\r\n%s" % (len(FORM_BODY), FORM_BODY)
 )
+JSON_BODY = b'{"metric": "cpu", "range": {"num": 30, "unit": "d"}, "tags": []}'
 JSON_POST = (
     b"POST /api/query HTTP/1.1\r\nHost: metrics.example.com\r\n"
-    b"Content-Type: application/json\r\nContent-Length: 62\r\n\r\n"
-    b'{"metric": "cpu", "range": {"num": 30, "unit": "d"}, "tags": []}'
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(JSON_BODY), JSON_BODY)
 )
 EVASIVE = (
     b"GET /API/totals/./last/..;/last/1%2520or%25201=1?num=1%27%20or%20%271 HTTP/1.1\r\n"
@@ -74,6 +77,10 @@ MANY_ROUTES = RouteMatcher(
 def parse_one(data: bytes) -> HttpRequest:
     stream = HttpRequestStream()
     return stream.feed(data)[0]
+
+
+def parse_keepalive(data: bytes) -> list[HttpRequest]:
+    return HttpRequestStream().feed(data)
 
 
 def parse_split(data: bytes) -> HttpRequest:
@@ -117,8 +124,9 @@ def main() -> None:
         request = parse_one(data)
         assert request.complete and not request.parse_failed
         assert parse_split(data) == request
+        assert len(parse_keepalive(data * 10)) == 10
 
-    print(f"{'request':<12} {'parse':>8} {'split':>8} {'norm':>8} {'params':>8} "
+    print(f"{'request':<12} {'parse':>8} {'split':>8} {'ka':>8} {'norm':>8} {'params':>8} "
           f"{'params3k':>9} {'all':>8} {'req/s':>9}")  # fmt: skip
     totals: list[float] = []
     for name, data in MIX.items():
@@ -126,12 +134,14 @@ def main() -> None:
         path = normalize_path(request.target)
         parse_us = timed(partial(parse_one, data), args.seconds)
         split_us = timed(partial(parse_split, data), args.seconds)
+        keepalive_us = timed(partial(parse_keepalive, data * 10), args.seconds) / 10
         norm_us = timed(partial(normalize_path, request.target), args.seconds)
         params_us = timed(partial(extract_params, request, ROUTES, path=path), args.seconds)
         many_us = timed(partial(extract_params, request, MANY_ROUTES, path=path), args.seconds)
         all_us = timed(partial(everything, data), args.seconds)
         totals.append(all_us)
-        print(f"{name:<12} {parse_us:8.2f} {split_us:8.2f} {norm_us:8.2f} {params_us:8.2f} "
+        print(f"{name:<12} {parse_us:8.2f} {split_us:8.2f} {keepalive_us:8.2f} {norm_us:8.2f} "
+              f"{params_us:8.2f} "
               f"{many_us:9.2f} {all_us:8.2f} {1e6 / all_us:9.0f}")  # fmt: skip
     mean = sum(totals) / len(totals)
     print(f"mix mean all: {mean:.2f} us/request = {1e6 / mean:,.0f} requests/s (one core)")

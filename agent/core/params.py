@@ -19,7 +19,13 @@ from typing import Any
 
 from agent.core.decision import Where
 from agent.core.http import HttpRequest
-from agent.core.normalize import NormalizedPath, decode_component, normalize_path
+from agent.core.normalize import (
+    DOUBLE_ENCODING,
+    Decoded,
+    NormalizedPath,
+    decode_component,
+    normalize_path,
+)
 from agent.core.routes import RouteMatcher
 
 # Anomaly codes (text after ": " is detail).
@@ -55,9 +61,7 @@ class ParamSet:
     params: tuple[Param, ...]
     anomalies: tuple[str, ...] = ()
     # Built on the first by_name(): many callers only iterate.
-    _index: dict[str, tuple[Param, ...]] | None = field(
-        default=None, compare=False, repr=False
-    )
+    _index: dict[str, tuple[Param, ...]] | None = field(default=None, compare=False, repr=False)
 
     def by_name(self, name: str) -> tuple[Param, ...]:
         """Every parameter whose leaf or full name is `name` (case-insensitive)."""
@@ -102,19 +106,21 @@ class _Collector:
 
     def encoded(self, raw_name: str, raw_value: str, where: Where, plus: bool) -> bool:
         """Add a percent-encoded name=value pair (query, form, cookie)."""
-        if _plain(raw_name, plus) and _plain(raw_value, plus):
+        plain_name = _plain(raw_name, plus)
+        plain_value = _plain(raw_value, plus)
+        if plain_name and plain_value:
             # Nothing to decode: the common case, kept cheap.
             full_name = raw_name.strip().lower()
             leaf = _leaf_name(full_name) if "[" in full_name else full_name
             return self.add(Param(leaf, raw_value, raw_value, where, False, full_name))
-        decoded_name = decode_component(raw_name, plus)
-        decoded_value = decode_component(raw_value, plus)
+        decoded_name = _undecoded(raw_name) if plain_name else decode_component(raw_name, plus)
+        decoded_value = _undecoded(raw_value) if plain_value else decode_component(raw_value, plus)
         for code in decoded_name.anomalies + decoded_value.anomalies:
             self.note(code, f"{where}:{raw_name}")
         full_name = decoded_name.value.strip().lower()
         double = decoded_name.double_encoded or decoded_value.double_encoded
         if double:
-            self.note("double_encoding", f"{where}:{raw_name}")
+            self.note(DOUBLE_ENCODING, f"{where}:{raw_name}")
         return self.add(
             Param(_leaf_name(full_name), decoded_value.value, raw_value, where, double, full_name)
         )
@@ -139,12 +145,13 @@ def _index(params: tuple[Param, ...]) -> dict[str, tuple[Param, ...]]:
     return {k: tuple(v) for k, v in index.items()}
 
 
+def _undecoded(text: str) -> Decoded:
+    return Decoded(text, False, ())
+
+
 def _plain(text: str, plus: bool) -> bool:
     return (
-        "%" not in text
-        and (not plus or "+" not in text)
-        and "\x00" not in text
-        and text.isascii()
+        "%" not in text and (not plus or "+" not in text) and "\x00" not in text and text.isascii()
     )
 
 
