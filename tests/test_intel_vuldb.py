@@ -377,3 +377,23 @@ def test_inline_ioc_loop_agrees_with_the_row_parser(name: str) -> None:
     assert len(fast.iocs) > 0
     assert fast.iocs == slow.iocs
     assert fast.related_campaigns == slow.related_campaigns
+
+
+def test_defensive_singular_withheld_and_linked_technique() -> None:
+    page = (
+        "# A - Cyber Threat Intelligence\n"
+        "of the actor known as [A](x)\n"
+        "## TTP\n"
+        "ID | Technique | Description | Confidence\n"
+        "1 | [T1059](https://attack.mitre.org/techniques/T1059/) | Injection | High\n"
+        "2 | ... | ... | ...\n"
+        "\n"
+        "There is 1 more TTP item available.\n"
+    )
+    result = parse_vuldb(page, "a.md")
+    (c,) = result.campaigns
+    assert [t.attack_id for t in c.techniques] == ["T1059"]
+    assert c.withheld == (("ttp", 1),)
+    assert [str(p) for p in result.problems] == [
+        "a.md:8: page withholds 1 more ttp items (truncated by VulDB)"
+    ]

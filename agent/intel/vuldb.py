@@ -65,7 +65,7 @@ _SECTIONS: dict[str, str] = {
     "license": "license",
 }
 
-_WITHHELD_PREFIX = "There are "
+_WITHHELD_PREFIXES = ("There are ", "There is ")
 _WITHHELD_MARK = " more "
 _EMPTY_CELLS = frozenset({"", "-", "..."})
 
@@ -253,7 +253,7 @@ def parse_vuldb(text: str, path: str) -> LoadResult:
             continue
         if line.startswith("--"):
             continue  # header separator
-        if line.startswith(_WITHHELD_PREFIX) and _WITHHELD_MARK in line:
+        if line.startswith(_WITHHELD_PREFIXES) and _WITHHELD_MARK in line:
             _withheld(page, line, lineno)
             continue
         if page.kind is None and "known as" in line:
@@ -370,7 +370,7 @@ def _bullet(page: _PageBuilder, section: str, item: str, lineno: int) -> None:
 
 def _withheld(page: _PageBuilder, line: str, lineno: int) -> None:
     # "There are 8 more IOC items available. ..." -> ("ioc", 8)
-    rest = line[len(_WITHHELD_PREFIX) :]
+    rest = line.split(" ", 2)[2]
     count_text, _, after = rest.partition(_WITHHELD_MARK)
     word = after.split(" ", 1)[0].lower()
     key = _SECTIONS.get(word)
@@ -447,7 +447,7 @@ def _ttp_row(
     page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
 ) -> None:
     cells = [c.strip() for c in cells]
-    attack_id = cells[1]
+    attack_id = link_text(cells[1])
     weak_at = columns.index("weakness") if columns is not None else -1
     desc_at = columns.index("description") if columns is not None else -1
     if columns is None or len(columns.names) != len(cells):
