@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -220,3 +222,16 @@ def test_mutated_valid_packets_never_raise(which: int, edits: list[tuple[int, in
     assert isinstance(result, Packet | DecodeFailure)
     if isinstance(result, DecodeFailure):
         assert isinstance(result.reason, DecodeFailureReason)
+
+
+def test_packet_is_a_frozen_dataclass_with_fields_in_order() -> None:
+    values: dict[str, Any] = {"version": 4, "proto": 6, "src": b"\x01\x02\x03\x04", "dst": b"\x05\x06\x07\x08",
+              "sport": 1, "dport": 2, "tcp_flags": 3, "seq": 4, "ack": 5, "payload": b"p",
+              "fragment": True, "ttl": 9}  # fmt: skip
+    pkt = Packet(**values)
+    assert [f.name for f in dataclasses.fields(Packet)] == list(values)
+    assert {name: getattr(pkt, name) for name in values} == values
+    assert pkt == Packet(*values.values()) and hash(pkt) == hash(Packet(*values.values()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pkt.sport = 80  # type: ignore[misc]
+    assert dataclasses.replace(pkt, sport=80).sport == 80

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
@@ -340,3 +342,13 @@ def test_forged_copy_first_wins_over_real_bytes(order_seed: int, forged_at: int)
     stream, updates = feed_segments(FlowTable(), segments, isn=order_seed & 0xFFFFFFFF)
     assert stream == REQUEST[:forged_at] + forged + REQUEST[forged_at + 10 :]
     assert any(u.anomalies for u in updates[1:])
+
+
+def test_flow_update_is_frozen_with_fields_in_order() -> None:
+    update = handshake(FlowTable())
+    assert [f.name for f in dataclasses.fields(FlowUpdate)] == [
+        "flow", "to_server", "new_data", "anomalies", "depth_reached", "closed"]  # fmt: skip
+    assert (update.to_server, update.new_data, update.anomalies) == (True, b"", ())
+    assert (update.depth_reached, update.closed) == (False, False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        update.closed = True  # type: ignore[misc]

@@ -51,6 +51,9 @@ _TCP = struct.Struct("!HHIIBB")
 # sport, dport, length
 _UDP = struct.Struct("!HHH")
 _U16 = struct.Struct("!H")
+# Fast paths: an IP header without options or extension headers followed by TCP.
+_IPV4_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBB")
+_IPV6_TCP = struct.Struct("!IHBB16s16sHHIIBB")
 _ICMP_PROTOS = frozenset({PROTO_ICMP, PROTO_ICMPV6})
 
 # IPv6 extension headers whose length byte counts 8-octet units beyond the first 8.
@@ -61,7 +64,7 @@ _IPV6_AH = 51
 _MAX_IPV6_EXT_HEADERS = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Packet:
     """One decoded IP packet. Addresses are packed (4 or 16 bytes)."""
 
@@ -78,6 +81,36 @@ class Packet:
     fragment: bool
     ttl: int
 
+    # One Packet per packet: the generated frozen __init__ costs about twice this one,
+    # which stores through the slot descriptors directly (still frozen afterwards).
+    def __init__(  # noqa: PLR0917
+        self,
+        version: int,
+        proto: int,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        tcp_flags: int,
+        seq: int,
+        ack: int,
+        payload: bytes,
+        fragment: bool,
+        ttl: int,
+    ) -> None:
+        _set_version(self, version)
+        _set_proto(self, proto)
+        _set_src(self, src)
+        _set_dst(self, dst)
+        _set_sport(self, sport)
+        _set_dport(self, dport)
+        _set_tcp_flags(self, tcp_flags)
+        _set_seq(self, seq)
+        _set_ack(self, ack)
+        _set_payload(self, payload)
+        _set_fragment(self, fragment)
+        _set_ttl(self, ttl)
+
     @property
     def src_text(self) -> str:
         return socket.inet_ntop(socket.AF_INET if self.version == 4 else socket.AF_INET6, self.src)
@@ -89,6 +122,12 @@ class Packet:
     @property
     def proto_name(self) -> str:
         return proto_name(self.proto)
+
+
+(
+    _set_version, _set_proto, _set_src, _set_dst, _set_sport, _set_dport,
+    _set_tcp_flags, _set_seq, _set_ack, _set_payload, _set_fragment, _set_ttl,
+) = (Packet.__dict__[name].__set__ for name in Packet.__slots__)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +149,23 @@ def decode_ip(data: bytes) -> Packet | DecodeFailure:
     size = len(data)
     if size < 1:
         return DecodeFailure(DecodeFailureReason.TRUNCATED_IP, "empty packet")
+    if size >= 40 and data[0] == 0x45 and data[9] == PROTO_TCP:
+        # Fast path for the common case, IPv4 without options carrying TCP: one unpack.
+        (_vi, _tos, total, _ident, frag, ttl, _proto, _csum, src, dst,
+         sport, dport, seq, ack, doff, flags) = _IPV4_TCP.unpack_from(data)  # fmt: skip
+        doff = (doff >> 4) << 2
+        if 40 <= total <= size and not frag & 0x3FFF and 20 <= doff <= total - 20:
+            return Packet(4, 6, src, dst, sport, dport, flags, seq, ack, data[20 + doff : total],
+                          False, ttl)  # fmt: skip
+        # Anything unusual: the general path below says what is wrong.
+    elif size >= 60 and data[0] >> 4 == 6 and data[6] == PROTO_TCP:
+        (_vcf, plen, _nh, hlim, src, dst,
+         sport, dport, seq, ack, doff, flags) = _IPV6_TCP.unpack_from(data)  # fmt: skip
+        doff = (doff >> 4) << 2
+        end = 40 + plen
+        if end <= size and 20 <= doff <= plen:
+            return Packet(6, 6, src, dst, sport, dport, flags, seq, ack, data[40 + doff : end],
+                          False, hlim)  # fmt: skip
     version = data[0] >> 4
     if version == 4:
         if size < 20:
@@ -238,7 +294,18 @@ def _transport(  # noqa: PLR0917
                 DecodeFailureReason.BAD_UDP_LENGTH, f"UDP length {ulen}, {avail} bytes"
             )
         return Packet(
-            version, proto, src, dst, sport, dport, 0, 0, 0, data[off + 8:off + ulen], fragment, ttl
+            version,
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            0,
+            0,
+            0,
+            data[off + 8 : off + ulen],
+            fragment,
+            ttl,
         )
     if proto in _ICMP_PROTOS and avail < 4 and not fragment:
         return DecodeFailure(DecodeFailureReason.TRUNCATED_TRANSPORT, f"ICMP: {avail} bytes")
