@@ -442,6 +442,11 @@ def _condition_at(tokens: list[Token], i: int) -> bool:
     j = i + 1
     while _at(tokens, j)[0] == RPAREN:  # "') or ('x')=('x"
         j += 1
+    for _ in range(8):  # concatenation before the comparison: "'adm'||'in'='admin'"
+        joiner = _at(tokens, j)
+        if joiner[1] not in ("||", "+") or not _is_operand(_at(tokens, j + 1)):
+            break
+        j += 2
     nxt_kind, nxt = _at(tokens, j)
     if _is_operand((kind, text)) and (nxt in COMPARISONS and nxt_kind in (OP, KW)):
         after_kind, after = _at(tokens, j + 1)

@@ -113,7 +113,7 @@ def detect_xss(value: str) -> str | None:
 # or data URL, a quote followed by an operator, a template, a CSS script hook.
 _CANDIDATE_RE: Final = re.compile(
     r"<[a-z!/?%]|on[a-z]{3,}|script|data\s{0,8}:|[\"'`][\s)\]}]{0,4}[-+*/%^|&;,?:<>=!~]"
-    r"|\{\{|\$\{|expression|behavio|binding|@import|-->"
+    r"|\{\{|\$\{|expression|behavio|binding|@import|-->|/\*"
 )
 
 
