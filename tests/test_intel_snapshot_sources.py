@@ -19,7 +19,7 @@ from agent.intel.model import (
     SourceRef,
 )
 from agent.intel.snapshot import NO_IOC_HITS, build_snapshot, intel_version_of
-from agent.intel.sources import detect_format, load_source, load_sources
+from agent.intel.sources import detect_format, enrichment_path, load_source, load_sources
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "intel"
@@ -187,3 +187,9 @@ def test_split_argument_ioa_from_another_loader() -> None:
 def test_duplicate_campaign_names_warn() -> None:
     snap = build_snapshot([campaign_with("a", "1.1.1.1"), campaign_with("a", "2.2.2.2")])
     assert any("loaded twice" in w for w in snap.warnings)
+
+
+def test_enrichment_path_uses_the_stem() -> None:
+    assert enrichment_path(Path("/a/rusty-flag.md")) == Path("/a/rusty-flag.enrich.toml")
+    assert enrichment_path(Path("/a/apt.28.md")) == Path("/a/apt.28.enrich.toml")
+    assert enrichment_path(Path("/a/feed.json")) == Path("/a/feed.enrich.toml")

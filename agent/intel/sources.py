@@ -56,8 +56,8 @@ def _read_text(path: Path) -> tuple[str | None, LoadProblem | None]:
 
 
 def enrichment_path(page: Path) -> Path:
-    """`dir/rusty-flag.md` -> `dir/rusty-flag.enrich.toml`."""
-    return page.with_name(page.name.split(".", 1)[0] + ENRICH_SUFFIX)
+    """`dir/rusty-flag.md` -> `dir/rusty-flag.enrich.toml` (the stem: last suffix dropped)."""
+    return page.with_name(page.stem + ENRICH_SUFFIX)
 
 
 def _attach_enrichment(page: Path, result: LoadResult) -> LoadResult:
