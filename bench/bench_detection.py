@@ -27,7 +27,7 @@ from agent.intel.model import ArgumentType, EvidenceKind  # noqa: E402
 CORPUS = ROOT / "tests" / "data" / "corpus"
 
 try:
-    import pylibinjection  # type: ignore[import-not-found]
+    import pylibinjection
 except ImportError:  # the reference column is optional
     pylibinjection = None
 

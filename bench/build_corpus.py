@@ -31,6 +31,7 @@ import uuid
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -178,20 +179,34 @@ def sqlmap_root(sqlmap_dir: Path | None, tmp: Path) -> Path:
     return tmp
 
 
-def _set(text: str | None) -> set[int]:
-    return {int(x) for x in (text or "").split(",") if x.strip().isdigit()}
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """One sqlmap <boundary>: where a payload goes and how it is wrapped."""
+
+    clause: frozenset[int]
+    where: frozenset[int]
+    ptype: int
+    prefix: str
+    suffix: str
+
+
+def _set(text: str | None) -> frozenset[int]:
+    return frozenset(int(x) for x in (text or "").split(",") if x.strip().isdigit())
 
 
 def sqlmap_payloads(root: Path, rng: random.Random, per_test: int = 6) -> list[str]:
     """Combine sqlmap boundaries with payload templates, placeholders filled in."""
     xml_dir = next(root.rglob("data/xml"))
-    boundaries = []
-    for node in ET.parse(xml_dir / "boundaries.xml").getroot().iter("boundary"):
-        boundaries.append({
-            "clause": _set(node.findtext("clause")), "where": _set(node.findtext("where")),
-            "ptype": int(node.findtext("ptype") or 1), "prefix": node.findtext("prefix") or "",
-            "suffix": node.findtext("suffix") or "",
-        })  # fmt: skip
+    boundaries = [
+        Boundary(
+            clause=_set(node.findtext("clause")),
+            where=_set(node.findtext("where")),
+            ptype=int(node.findtext("ptype") or 1),
+            prefix=node.findtext("prefix") or "",
+            suffix=node.findtext("suffix") or "",
+        )
+        for node in ET.parse(xml_dir / "boundaries.xml").getroot().iter("boundary")
+    ]
     values: list[str] = []
     for xml_file in sorted((xml_dir / "payloads").glob("*.xml")):
         for test in ET.parse(xml_file).getroot().iter("test"):
@@ -205,10 +220,10 @@ def sqlmap_payloads(root: Path, rng: random.Random, per_test: int = 6) -> list[s
                 payload = _union_payload(rng, request.findtext("char") or "NULL")
             usable = [
                 b for b in boundaries
-                if (b["clause"] & clause or 0 in b["clause"] or 0 in clause) and b["where"] & where
+                if (b.clause & clause or 0 in b.clause or 0 in clause) and b.where & where
             ]  # fmt: skip
             for boundary in rng.sample(usable, min(per_test, len(usable))):
-                place = rng.choice(sorted(boundary["where"] & where))
+                place = rng.choice(sorted(boundary.where & where))
                 values.append(_fill(rng, _compose(rng, boundary, payload, comment, place)))
     return values
 
@@ -226,11 +241,11 @@ def _union_payload(rng: random.Random, char: str) -> str:
 
 
 def _compose(
-    rng: random.Random, boundary: dict[str, object], payload: str, comment: str | None, place: int
+    rng: random.Random, boundary: Boundary, payload: str, comment: str | None, place: int
 ) -> str:
-    prefix, suffix = str(boundary["prefix"]), str(boundary["suffix"])
+    prefix, suffix = boundary.prefix, boundary.suffix
     original = (
-        rng.choice(["1", "42", "7"]) if boundary["ptype"] == 1 else rng.choice(["1", "abc", "x"])
+        rng.choice(["1", "42", "7"]) if boundary.ptype == 1 else rng.choice(["1", "abc", "x"])
     )
     head = {1: original, 2: f"-{rng.randint(1000, 9999)}", 3: ""}.get(place, original)
     tail = comment if comment and (not suffix or "GENERIC_SQL_COMMENT" in suffix) else suffix
