@@ -193,3 +193,17 @@ def test_enrichment_path_uses_the_stem() -> None:
     assert enrichment_path(Path("/a/rusty-flag.md")) == Path("/a/rusty-flag.enrich.toml")
     assert enrichment_path(Path("/a/apt.28.md")) == Path("/a/apt.28.enrich.toml")
     assert enrichment_path(Path("/a/feed.json")) == Path("/a/feed.enrich.toml")
+
+
+def test_intel_version_follows_enrichment_values_not_its_path() -> None:
+    (campaign,) = load_source(CAMPAIGNS).campaigns
+    assert campaign.enrichment is not None
+    moved = dataclasses.replace(
+        campaign,
+        enrichment=dataclasses.replace(campaign.enrichment, source=SourceRef("/elsewhere.toml")),
+    )
+    edited = dataclasses.replace(
+        campaign, enrichment=dataclasses.replace(campaign.enrichment, notes="changed")
+    )
+    assert intel_version_of([moved]) == intel_version_of([campaign])
+    assert intel_version_of([edited]) != intel_version_of([campaign])

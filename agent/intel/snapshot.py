@@ -9,6 +9,7 @@ returns a shared empty tuple without allocating.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import ipaddress
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from agent.intel.model import IOA, IOC, Campaign, IOAType
+from agent.intel.model import IOA, IOC, Campaign, Enrichment, IOAType, SourceRef
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -110,11 +111,19 @@ def normalize_hostname(name: str) -> str:
 
 
 def intel_version_of(campaigns: Iterable[Campaign]) -> str:
-    """First 16 hex of sha256 over sorted content hashes and enrichment contents."""
-    parts = sorted(
-        f"{c.content_hash}|{c.enrichment!r}" if c.enrichment else c.content_hash for c in campaigns
-    )
+    """First 16 hex of sha256 over sorted content hashes and enrichment contents.
+
+    The enrichment enters by value (not its file path), so moving a config
+    directory does not change the version; editing any value does.
+    """
+    parts = sorted(f"{c.content_hash}|{_enrichment_contents(c.enrichment)}" for c in campaigns)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _enrichment_contents(enrichment: Enrichment | None) -> str:
+    if enrichment is None:
+        return ""
+    return repr(dataclasses.replace(enrichment, source=SourceRef("")))
 
 
 def build_snapshot(campaigns: Sequence[Campaign]) -> IntelSnapshot:
