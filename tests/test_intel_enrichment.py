@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.intel.enrichment import (
     check_against_campaign,
@@ -116,3 +118,11 @@ def test_route_validation_and_line_of() -> None:
     assert validate_route("/a?x=1") is not None
     assert line_of(VALID, "num") == 7
     assert line_of(VALID, "sqli", line_of(VALID, "actions")) == 15
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_enrichment_parser_never_raises(text: str) -> None:
+    for candidate in (text, VALID + text, text + VALID):
+        result = parse_enrichment(candidate, "r.toml")
+        assert isinstance(result, Enrichment) or all(isinstance(p, LoadProblem) for p in result)

@@ -6,7 +6,10 @@ import ipaddress
 import json
 from pathlib import Path
 
-from agent.intel.model import CampaignKind, Confidence, IOAType
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.intel.model import CampaignKind, Confidence, IOAType, LoadResult
 from agent.intel.plainlist import is_hostname, parse_plainlist
 from agent.intel.stix import parse_stix, stix_confidence, unquote_stix_string
 from tests.data.intel.make_stix_fixture import build
@@ -113,3 +116,21 @@ def test_is_hostname() -> None:
     assert not is_hostname("2.57.122.999")
     assert not is_hostname("localhost")
     assert not is_hostname("bad_char$.com")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=500))
+def test_plain_and_stix_parsers_never_raise(text: str) -> None:
+    assert isinstance(parse_plainlist(text, "x.txt"), LoadResult)
+    assert isinstance(parse_stix(text, "x.json"), LoadResult)
+    assert isinstance(parse_stix("{" + text, "x.json"), LoadResult)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_mutated_stix_bundle_never_raises(data: st.DataObject) -> None:
+    text = STIX.read_text()
+    position = data.draw(st.integers(0, len(text) - 1))
+    replacement = data.draw(st.text(max_size=5))
+    mutated = text[:position] + replacement + text[position + 1 :]
+    assert isinstance(parse_stix(mutated, "m.json"), LoadResult)
