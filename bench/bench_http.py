@@ -53,8 +53,7 @@ FORM_POST = (
 JSON_BODY = b'{"metric": "cpu", "range": {"num": 30, "unit": "d"}, "tags": []}'
 JSON_POST = (
     b"POST /api/query HTTP/1.1\r\nHost: metrics.example.com\r\n"
-    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(JSON_BODY), JSON_BODY)
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(JSON_BODY), JSON_BODY)
 )
 EVASIVE = (
     b"GET /API/totals/./last/..;/last/1%2520or%25201=1?num=1%27%20or%20%271 HTTP/1.1\r\n"

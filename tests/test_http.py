@@ -26,7 +26,6 @@ GET_H = b"GET / HTTP/1.1\r\nHost: h\r\n"
 POST_H = b"POST / HTTP/1.1\r\nHost: h\r\n"
 
 
-
 def parse(data: bytes, **kwargs: int) -> list[HttpRequest]:
     stream = HttpRequestStream(**kwargs)
     return stream.feed(data) + stream.finish()
@@ -119,9 +118,7 @@ def test_finish_without_request_in_progress() -> None:
 
 
 def test_body_capped_and_marked_truncated() -> None:
-    [request] = parse(
-        POST_H + b"Content-Length: 10\r\n\r\n0123456789", max_body=4
-    )
+    [request] = parse(POST_H + b"Content-Length: 10\r\n\r\n0123456789", max_body=4)
     assert request.body == b"0123"
     assert request.body_truncated
     assert request.complete
@@ -200,8 +197,7 @@ def test_garbage_after_a_good_request_fails_as_the_next_seq() -> None:
         (b"GET /\r\n\r\n", UNEXPECTED_VERSION),
         (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", UNEXPECTED_VERSION),
         (
-            POST_H + b"Transfer-Encoding: chunked\r\n\r\n"
-            b"1\r\na\r\n0\r\nHost: other\r\n\r\n",
+            POST_H + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nHost: other\r\n\r\n",
             FRAMING_TRAILER,
         ),
     ],
@@ -224,9 +220,7 @@ def test_http10_without_host_is_clean() -> None:
 
 
 def test_trailers_kept_apart_from_headers() -> None:
-    [request] = parse(
-        POST_H + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n"
-    )
+    [request] = parse(POST_H + b"Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n")
     assert request.trailers == (("x-t", "1"),)
     assert ("x-t", "1") not in request.headers
     assert request.anomalies == ()

@@ -39,8 +39,7 @@ CORPUS: dict[str, bytes] = {
     "tls": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
     "upgrade-ws": GET_H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x83abc",
     "upgrade-refused": (
-        GET_H + b"Connection: Upgrade\r\nUpgrade: foo\r\n\r\n"
-        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        GET_H + b"Connection: Upgrade\r\nUpgrade: foo\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
     ),
     "upgrade-body": (
         POST_H + b"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\n"
@@ -82,7 +81,10 @@ def check_pending(requests: list[HttpRequest], early: list[HttpRequest]) -> None
         final = by_seq[head.seq]  # a head offered early is reported later
         assert not head.complete and head.body == b""
         assert (head.method, head.target, head.headers, head.host) == (
-            final.method, final.target, final.headers, final.host
+            final.method,
+            final.target,
+            final.headers,
+            final.host,
         )
 
 

@@ -182,7 +182,7 @@ MULTIPART = (
     b'Content-Disposition: form-data; name="num"\r\n\r\n'
     b"1 or 1=1\r\n"
     b"--XyZ\r\n"
-    b"Content-Disposition: form-data; name=\"up\"; filename=\"a.txt\"\r\n"
+    b'Content-Disposition: form-data; name="up"; filename="a.txt"\r\n'
     b"Content-Type: text/plain\r\n\r\n"
     b"num=not-a-param\r\n"
     b"--XyZ\r\n"
@@ -258,15 +258,26 @@ def test_precomputed_path_is_used() -> None:
     query=st.text(alphabet="ab=&;%2+[]0.", max_size=40),
     body=st.binary(max_size=80),
     ctype=st.sampled_from(
-        ["", "application/json", "multipart/form-data; boundary=b", "text/plain",
-         "application/x-www-form-urlencoded"]
+        [
+            "",
+            "application/json",
+            "multipart/form-data; boundary=b",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+        ]
     ),
 )
 def test_extract_params_never_raises(query: str, body: bytes, ctype: str) -> None:
     req = HttpRequest(
-        seq=0, method="POST", target="/api/totals/last/x?" + query, version="1.1",
-        headers=(("content-type", ctype), ("cookie", query)), host="h", body=body,
-        body_truncated=False, complete=True,
+        seq=0,
+        method="POST",
+        target="/api/totals/last/x?" + query,
+        version="1.1",
+        headers=(("content-type", ctype), ("cookie", query)),
+        host="h",
+        body=body,
+        body_truncated=False,
+        complete=True,
     )
     params = extract_params(req, ROUTES, max_params=64)
     assert len(params) <= 64

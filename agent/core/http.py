@@ -71,8 +71,9 @@ class HttpRequest:
 
     @property
     def parse_failed(self) -> bool:
-        return any(a.startswith((PARSE_ERROR, HEAD_TOO_LARGE, TOO_MANY_HEADERS))
-                   for a in self.anomalies)
+        return any(
+            a.startswith((PARSE_ERROR, HEAD_TOO_LARGE, TOO_MANY_HEADERS)) for a in self.anomalies
+        )
 
 
 class _StopParsingError(Exception):
@@ -412,7 +413,8 @@ class HttpRequestStream:
         if request.header("transfer-encoding") is not None:
             # A chunked upgrade body is outside llhttp's reach: framing untrusted.
             out[-1] = replace(
-                request, complete=False,
+                request,
+                complete=False,
                 anomalies=(*request.anomalies, f"{PARSE_ERROR}: chunked upgrade request"),
             )
             self._stopped = True
