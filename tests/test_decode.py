@@ -29,6 +29,7 @@ from agent.core.decode import (
     TCP_SYN,
     DecodeFailure,
     Packet,
+    _decode_general,
     decode_ip,
     proto_name,
 )
@@ -235,3 +236,19 @@ def test_packet_is_a_frozen_dataclass_with_fields_in_order() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         pkt.sport = 80  # type: ignore[misc]
     assert dataclasses.replace(pkt, sport=80).sport == 80
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    which=st.sampled_from([0, 3]),
+    edits=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=4),
+    extra=st.binary(max_size=8),
+)
+def test_fast_path_agrees_with_general_path(which: int, edits: list[tuple[int, int]],
+                                            extra: bytes) -> None:  # fmt: skip
+    base = VALID_BYTES[0] if which == 0 else bytes(
+        IPv6(src="2001:db8::2", dst="2001:db8::1") / TCP(sport=1, dport=80) / Raw(REQUEST))
+    data = bytearray(base + extra)
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    assert decode_ip(bytes(data)) == _decode_general(bytes(data), len(data))

@@ -149,6 +149,7 @@ def decode_ip(data: bytes) -> Packet | DecodeFailure:
     size = len(data)
     if size < 1:
         return DecodeFailure(DecodeFailureReason.TRUNCATED_IP, "empty packet")
+    # The fast paths only return what the general path would; anything else falls through.
     if size >= 40 and data[0] == 0x45 and data[9] == PROTO_TCP:
         # Fast path for the common case, IPv4 without options carrying TCP: one unpack.
         (_vi, _tos, total, _ident, frag, ttl, _proto, _csum, src, dst,
@@ -157,7 +158,6 @@ def decode_ip(data: bytes) -> Packet | DecodeFailure:
         if 40 <= total <= size and not frag & 0x3FFF and 20 <= doff <= total - 20:
             return Packet(4, 6, src, dst, sport, dport, flags, seq, ack, data[20 + doff : total],
                           False, ttl)  # fmt: skip
-        # Anything unusual: the general path below says what is wrong.
     elif size >= 60 and data[0] >> 4 == 6 and data[6] == PROTO_TCP:
         (_vcf, plen, _nh, hlim, src, dst,
          sport, dport, seq, ack, doff, flags) = _IPV6_TCP.unpack_from(data)  # fmt: skip
@@ -166,6 +166,11 @@ def decode_ip(data: bytes) -> Packet | DecodeFailure:
         if end <= size and 20 <= doff <= plen:
             return Packet(6, 6, src, dst, sport, dport, flags, seq, ack, data[40 + doff : end],
                           False, hlim)  # fmt: skip
+    return _decode_general(data, size)
+
+
+def _decode_general(data: bytes, size: int) -> Packet | DecodeFailure:
+    """Every packet the fast paths do not take (and the reference they must agree with)."""
     version = data[0] >> 4
     if version == 4:
         if size < 20:
