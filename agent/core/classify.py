@@ -27,12 +27,14 @@ MAX_CLASSIFIED_CHARS: Final = 8192
 
 _INTEGER_RE: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-# SQL injection needs a quote, a comment, a statement separator, a call, a system
-# variable or a SQL keyword; values with none of them skip the tokenizer.
+# SQL injection needs a quote, a comparison, a comment, a statement separator, a
+# call, a system variable or a statement keyword; a value with none of them (most
+# prose, even with "or"/"and"/"from" in it) skips the tokenizer.
 _SQL_CANDIDATE_RE: Final = re.compile(
-    r"['\"`;#]|--|/\*|\*/|\$\$|@@|&&|\|\||\w\s*\(|\d\s*[=<>]|\b(?:or|and|xor|union|select|order|group"
-    r"|having|waitfor|exec|execute|declare|drop|insert|update|delete|into|like|rlike|regexp"
-    r"|between|true|false|null|from|where|limit|procedure|shutdown|not|is|in|case|div|sounds)\b",
+    r"['\"`;#=<>|&@*]|--|/\*|\$\$|\w\(|\b(?:union|select|order\s+by|group\s+by|having"
+    r"|waitfor|exec|execute|declare|drop|insert|update|delete|shutdown|procedure|into|true"
+    r"|false|between|sleep|benchmark|is[\s+]+(?:not[\s+]+)?null"
+    r"|(?:\d+|0x[0-9a-f]+)[\s+]+(?:r?like|regexp))\b",
     re.IGNORECASE,
 )
 # Every XSS vector holds one of these characters (xss.py then checks more closely).
