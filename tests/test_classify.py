@@ -38,6 +38,7 @@ SQLI_BY_EVASION = {
         "1+union+all+select+null,null--",
         "1+or+1=1",
         "1 union(select(1))",
+        "1\uff07 or \uff07a\uff07=\uff07a",  # fullwidth apostrophes
         "1 UnIoN(SeLeCt(password)from(users))",
         "1'or(1)=(1)#",
     ],
@@ -132,6 +133,7 @@ XSS_BY_EVASION = {
         "<ScRiPt>alert(1)</sCrIpT>",
         "<scr<script>ipt>alert(1)</scr<script>ipt>",
         "<x onclick=alert(1)>click",
+        "\uff1cscript\uff1ealert(1)\uff1c/script\uff1e",  # fullwidth angle brackets
     ],
     "urls": [
         "javascript:alert(1)",
@@ -208,7 +210,8 @@ BENIGN = [
     "Q&A", "AT&T", "Ben & Jerry's", "I <3 NY", "{{username}}", "Hello {{name}}!", "${HOME}",
     "turn on notifications", "onboarding", "data: 42", "the \"best\" deal", "50/50", "and/or",
     "necklace length 16\" or 18\"", "1/4\"-1/2\" WIDE RIBBON", "\"INTO THE WILD\"",
-    "1; exec will create the case 7", "select x from y where",
+    "1; exec will create the case 7", "select x from y where", "（株）東京",
+    "ｶﾀｶﾅ ＡＢＣ １２３",
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ rule is never wrong about an integer a well-behaved client sends.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +38,9 @@ _SQL_CANDIDATE_RE: Final = re.compile(
     r"|(?:\d+|0x[0-9a-f]+)[\s+]+(?:r?like|regexp))\b",
     re.IGNORECASE,
 )
+# Fullwidth ASCII look-alikes ("＜script＞", "＇ or 1=1"): some back ends fold them
+# to ASCII (NFKC, "best fit" code pages), so the classifiers see them folded.
+_FULLWIDTH_RE: Final = re.compile("[\uff01-\uff5e]")
 # Every XSS vector holds one of these characters (xss.py then checks more closely).
 _XSS_CHARS_RE: Final = re.compile(r"[<>\"'`&\\:{(=]")
 
@@ -69,6 +73,8 @@ def classify_value(value: str, expected: ArgumentType | None) -> tuple[Finding, 
         if len(value) > MAX_CLASSIFIED_CHARS
         else ""
     )
+    if _FULLWIDTH_RE.search(head):
+        head = unicodedata.normalize("NFKC", head)
     if _SQL_CANDIDATE_RE.search(head):
         sqli = detect_sqli(head.lower())
         if sqli is not None:
