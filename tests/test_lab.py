@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -377,3 +378,52 @@ def test_agent_blocks_in_the_lab(served: Lab, tmp_path: Path) -> None:
     # Stopped: the agent removed its table and the IOC is reachable again.
     assert "rustyflag" not in served.gateway.run(["nft", "list", "tables"]).stdout
     assert served.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).received == 1
+
+
+def _sqli_request() -> bytes:
+    return (
+        f"GET /api/diffs/last/{SQLI_UNION} HTTP/1.1\r\nHost: {ADDR.server_v4}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent bug seen 2026-11-28: when the stream's first data segment arrives after a "
+    "later one, the inspector reports http_parse_error and the request passes (flagged)",
+)
+def test_agent_blocks_sqli_whose_first_segment_arrives_last(served: Lab, tmp_path: Path) -> None:
+    agent = start_agent(served, write_demo_config(tmp_path, dry_run=False), tmp_path / "out")
+    try:
+        result = served.client.send_segments(
+            ADDR.server_v4, 80, _sqli_request(), cuts=[21], order=[1, 0], cpus=[0]
+        )
+        assert result.handshake
+        assert SECRET.encode() not in result.response
+        assert result.status is None
+    finally:
+        agent.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agent bug seen 2026-11-28: the NFQUEUE rule balances with CPU fanout, so one "
+    "flow's segments processed on different CPUs reach different workers and no worker "
+    "sees the whole request",
+)
+def test_agent_blocks_sqli_segments_sent_from_alternating_cpus(
+    served: Lab, tmp_path: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    agent = start_agent(served, write_demo_config(tmp_path, dry_run=False), tmp_path / "out")
+    try:
+        # In order, nothing evasive: only the CPU each segment is sent from changes.
+        for cpus in ([0], [0, 1]):
+            result = served.client.send_segments(
+                ADDR.server_v4, 80, _sqli_request(), cuts=[4, 21, 30], cpus=cpus
+            )
+            assert result.handshake
+            assert SECRET.encode() not in result.response, f"leaked with cpus={cpus}"
+    finally:
+        agent.stop()

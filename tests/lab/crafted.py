@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -113,6 +114,8 @@ class Flow:
 
 def run(req: dict[str, Any]) -> dict[str, Any]:
     install_rst_guard()
+    if req.get("cpus"):
+        os.sched_setaffinity(0, {int(req["cpus"][0])})
     flow = Flow(req["addr"], int(req["port"]), req.get("iface"))
     timeout = float(req["timeout"])
     payload = bytes.fromhex(req["payload"])
@@ -141,7 +144,11 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         initial = flow.server_next
         send(flow.segment("A", 0), verbose=False)
         decoys = [(int(o), bytes.fromhex(h)) for o, h in req.get("extra") or []]
-        for offset, data in [*decoys, *(pieces[i] for i in order)]:
+        cpus = [int(c) for c in req.get("cpus") or []]
+        for number, (offset, data) in enumerate([*decoys, *(pieces[i] for i in order)]):
+            if cpus:
+                # Sent from this CPU: the gateway's NFQUEUE CPU fanout follows the sender (veth).
+                os.sched_setaffinity(0, {cpus[number % len(cpus)]})
             send(flow.segment("PA", offset, data), verbose=False)
             time.sleep(0.02)  # keep the wire order as given
         deadline = time.monotonic() + timeout

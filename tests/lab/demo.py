@@ -116,15 +116,33 @@ def scenarios() -> list[Scenario]:
         )
         return f"[{seen}] same connection: {result.single_connection}"
 
-    def crafted(lab: Lab) -> str:
-        request = (
-            f"GET /api/diffs/last/{SQLI_UNION} HTTP/1.1\r\nHost: {srv4}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        res = lab.client.send_segments(srv4, 80, request, cuts=[4, 21, 30], order=[0, 2, 1, 3])
+    def crafted(
+        cuts: list[int], order: list[int] | None = None, cpus: tuple[int, ...] = (0,)
+    ) -> Callable[[Lab], str]:
+        def send(lab: Lab) -> str:
+            request = (
+                f"GET /api/diffs/last/{SQLI_UNION} HTTP/1.1\r\nHost: {srv4}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            res = lab.client.send_segments(srv4, 80, request, cuts=cuts, order=order, cpus=cpus)
+            if res.error:
+                return f"error: {res.error}"[:80]
+            leaked = b"flag{" in res.response
+            return f"status={res.status} rst={res.rst_received} secret leaked={leaked}"
+
+        return send
+
+    def conflicting_retransmission(lab: Lab) -> str:
+        # The server keeps the FIRST copy (the SQLi); the "retransmission" looks benign.
+        benign = f"GET /api/totals/last/{'1' * len(SQLI_UNION)} HTTP/1.1\r\n".encode()
+        attack = f"GET /api/totals/last/{SQLI_UNION} HTTP/1.1\r\n".encode()
+        rest = f"Host: {srv4}\r\nConnection: close\r\n\r\n".encode()
+        res = lab.client.send_segments(srv4, 80, benign + rest, cuts=[len(benign)],
+                                       extra=[(0, attack)], cpus=[0])
         if res.error:
             return f"error: {res.error}"[:80]
-        return f"status={res.status} rst={res.rst_received} bytes={len(res.response)}"
+        leaked = b"flag{" in res.response
+        return f"status={res.status} rst={res.rst_received} secret leaked={leaked}"
 
     def ioc_probes(lab: Lab) -> str:
         ping = lab.client.ping(ioc4, count=2, timeout=2.0)
@@ -147,7 +165,14 @@ def scenarios() -> list[Scenario]:
                                    data="num=1)+UNION+SELECT+name,secret+FROM+users--")),
         Scenario("type violation num=abc", "blocked",
                  lambda lab: _http(lab, srv4, 80, "/api/diffs/last/abc")),
-        Scenario("SQLi split in 4 segments, out of order", "blocked (scapy)", crafted),
+        Scenario("SQLi in 4 segments, out of order", "blocked (scapy)",
+                 crafted([4, 21, 30], [0, 2, 1, 3])),
+        Scenario("SQLi in 2 segments, first one last", "blocked (scapy)",
+                 crafted([21], [1, 0])),
+        Scenario("SQLi in 4 segments from CPUs 0,1,0,1", "blocked (scapy)",
+                 crafted([4, 21, 30], cpus=(0, 1))),
+        Scenario("SQLi first copy, benign retransmission", "blocked (scapy)",
+                 conflicting_retransmission),
         Scenario("IOA file srv.go", "200 + flag",
                  lambda lab: _http(lab, srv4, 80, "/metrics-ui/server/srv.go")),
         Scenario("XSS through num", "blocked",
@@ -186,8 +211,8 @@ def decision_rows(events: list[dict[str, Any]]) -> list[list[str]]:
             continue
         http = e.get("http") or {}
         proto = str(e.get("proto", ""))
-        if http:
-            what = f"{http.get('http_method', '')} {http.get('url', '')}"
+        if http.get("http_method"):
+            what = f"{http.get('http_method', '')} {http.get('url', '')}".strip()
         elif proto in ("TCP", "UDP"):
             what = f"{proto} -> {e.get('dest_ip', '')}:{e.get('dest_port', '')}"
         else:
@@ -196,7 +221,8 @@ def decision_rows(events: list[dict[str, Any]]) -> list[list[str]]:
         indicator = _unique([f"{r['indicator']['kind']}:{r['indicator']['value']}"
                              for r in reasons])
         evidence = _unique([f"{r['evidence']['kind']}@{r['evidence']['where']}"
-                            for r in reasons if r.get("evidence")])
+                            for r in reasons if r.get("evidence")]
+                           + [f"anomaly:{a['kind']}" for a in e.get("anomalies") or []])
         technique = _unique([f"{r['technique']['id']} {'/'.join(r['technique']['cwe'])}"
                              for r in reasons if r.get("technique")])
         port = e.get("src_port")

@@ -237,6 +237,7 @@ def send_segments(
     cuts: Sequence[int] = (),
     order: Sequence[int] | None = None,
     extra: Sequence[tuple[int, bytes]] = (),
+    cpus: Sequence[int] = (),
     timeout: float = 3.0,
     ifname: str | None = None,
 ) -> CraftedResult:
@@ -245,7 +246,11 @@ def send_segments(
     `order` permutes the segments (e.g. `[1, 0, 2]` sends the second segment
     first: out of order). `extra` segments `(offset, bytes)` go out BEFORE
     the payload's: overlapping data or a conflicting "retransmission" (the
-    server's kernel keeps the first copy it receives). The client namespace's kernel is kept from
+    server's kernel keeps the first copy it receives). `cpus` pins the
+    sender: data segment i goes out from CPU `cpus[i % len(cpus)]` (over veth
+    the gateway processes a packet on the sender's CPU, so this decides which
+    NFQUEUE a CPU-fanout rule picks); empty: wherever the scheduler runs it.
+    The client namespace's kernel is kept from
     resetting the flow by a small nft rule in THAT namespace (table
     `inet rf_lab_scapy`, source ports 61000-61999 only).
     """
@@ -253,6 +258,7 @@ def send_segments(
         "addr": addr, "port": port, "payload": payload.hex(), "cuts": list(cuts),
         "order": list(order) if order is not None else None, "timeout": timeout,
         "extra": [[offset, data.hex()] for offset, data in extra],
+        "cpus": list(cpus),
         "iface": ifname,
     }
     proc = ns.python_module(
