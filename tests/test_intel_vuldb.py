@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from pathlib import Path
@@ -10,8 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.intel.model import CampaignKind, Confidence, IOAType, LoadResult
-from agent.intel.vuldb import host_network_v4, parse_ip_cell, parse_vuldb, slugify, strip_code
+from agent.intel.model import IOC, CampaignKind, Confidence, IOAType, LoadResult, SourceRef
+from agent.intel.vuldb import (
+    build_ioc,
+    host_network_v4,
+    parse_ip_cell,
+    parse_vuldb,
+    slugify,
+    strip_code,
+)
 
 SAMPLES = Path("/work/shared/samples/vuldb")
 REPO = Path(__file__).resolve().parent.parent
@@ -397,3 +405,19 @@ def test_defensive_singular_withheld_and_linked_technique() -> None:
     assert [str(p) for p in result.problems] == [
         "a.md:8: page withholds 1 more ttp items (truncated by VulDB)"
     ]
+
+
+def test_fast_ioc_builder_equals_the_dataclass() -> None:
+    args = (
+        "x:ioc:1",
+        ipaddress.ip_network("192.0.2.1/32"),
+        "h.example",
+        "Actor",
+        Confidence.MEDIUM,
+        SourceRef("p.md", 3),
+    )
+    fast, slow = build_ioc(*args), IOC(*args)
+    assert type(fast) is IOC
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.hostname = "other"  # type: ignore[misc]

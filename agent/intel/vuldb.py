@@ -12,6 +12,7 @@ Pure: the text in, a `LoadResult` out; malformed input becomes LoadProblems.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import socket
@@ -135,6 +136,49 @@ def host_network_v4(value: int) -> ipaddress.IPv4Network:
     # What __init__ sets for a /32: hosts() is the address itself.
     net.hosts = (address,).__iter__  # type: ignore[method-assign]
     return net
+
+
+_IOC_FIELDS = ("id", "network", "hostname", "actor", "confidence", "source")
+
+
+def _ioc_builder() -> Callable[
+    [str, IPNetwork | None, str | None, str | None, Confidence, SourceRef], IOC
+]:
+    """A positional IOC constructor for the hot loop, twice as fast as `IOC(...)`.
+
+    A frozen dataclass's __init__ goes through `object.__setattr__` per field;
+    writing the slots through their descriptors gives the same object (equal,
+    same hash and repr: tested). If the model's fields ever differ from the
+    six expected here, the real constructor is used instead.
+    """
+    if tuple(f.name for f in dataclasses.fields(IOC)) != _IOC_FIELDS:
+        return IOC
+    new = object.__new__
+    set_id, set_net, set_host, set_actor, set_conf, set_src = (
+        getattr(IOC, name).__set__ for name in _IOC_FIELDS
+    )
+
+    def build(  # noqa: PLR0917 - mirrors the dataclass constructor
+        ioc_id: str,
+        network: IPNetwork | None,
+        hostname: str | None,
+        actor: str | None,
+        confidence: Confidence,
+        source: SourceRef,
+    ) -> IOC:
+        ioc: IOC = new(IOC)
+        set_id(ioc, ioc_id)
+        set_net(ioc, network)
+        set_host(ioc, hostname)
+        set_actor(ioc, actor)
+        set_conf(ioc, confidence)
+        set_src(ioc, source)
+        return ioc
+
+    return build
+
+
+build_ioc = _ioc_builder()
 
 
 def strip_code(cell: str) -> str:
@@ -296,7 +340,7 @@ def _ioc_table(page: _PageBuilder, lines: list[str], index: int, columns: _Colum
     confidences = _CONFIDENCES
     empty = _EMPTY_CELLS
     pton, af_inet, from_bytes = socket.inet_pton, socket.AF_INET, int.from_bytes
-    new_ioc, new_ref, new_net = IOC, SourceRef, host_network_v4
+    new_ioc, new_ref, new_net = build_ioc, SourceRef, host_network_v4
     line_count = len(lines)
     while index < line_count:
         line = lines[index].strip()
