@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import assert_valid_event
 from tests.lab.demo import decision_rows, start_agent, write_demo_config
 from tests.lab.netns import (
     ADDR,
@@ -375,9 +376,26 @@ def test_agent_blocks_in_the_lab(served: Lab, tmp_path: Path) -> None:
     decisions = [e for e in agent.events() if e.get("event") == "decision"]
     assert any(e["action"] == "drop" and "UNION" in e.get("http", {}).get("url", "")
                for e in decisions)
+    for event in decisions:
+        assert_valid_event(event)
     # Stopped: the agent removed its table and the IOC is reachable again.
     assert "rustyflag" not in served.gateway.run(["nft", "list", "tables"]).stdout
     assert served.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).received == 1
+
+
+def test_agent_dry_run_only_logs(served: Lab, tmp_path: Path) -> None:
+    agent = start_agent(served, write_demo_config(tmp_path, dry_run=True), tmp_path / "out")
+    try:
+        attack = served.client.curl(http_url(ADDR.server_v4, 80, f"/api/totals/last/{SQLI_UNION}"))
+        assert attack.status == 200 and SECRET in attack.body  # audit mode: it gets through
+        assert served.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).received == 1
+        time.sleep(0.5)  # NFLOG events reach the log
+    finally:
+        assert agent.stop() == 0
+    decisions = [e for e in agent.events() if e.get("event") == "decision"]
+    assert decisions and all(e["mode"] == "dry-run" for e in decisions)
+    assert not any(e["action"] == "drop" for e in decisions)
+    assert any("UNION" in e.get("http", {}).get("url", "") for e in decisions)
 
 
 def _sqli_request() -> bytes:

@@ -4,7 +4,8 @@ Builds the namespace lab, starts the vulnerable metrics-ui app on the server,
 runs `rustyflag-agent run` in the gateway namespace, sends benign and
 malicious traffic from the client (curl, sockets, keep-alive, scapy),
 then prints what the client saw and the agent's decision events, and tears
-the lab down.
+the lab down. Exit status: 0 when every scenario went as expected, 3 when
+some did not (the table marks them MISS), 1 when the agent did not start.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab.netns import (
+    ADDR,
     REPO_ROOT,
     Lab,
     cleanup_stale,
     lab_unavailable_reason,
     python_env,
 )
-from tests.lab.traffic import Request, http_url
+from tests.lab.server_app import SECRET
+from tests.lab.traffic import CraftedResult, Request, http_url
 
 CAMPAIGN_DIR = REPO_ROOT / "configs" / "campaigns"
 AGENT_READY_TIMEOUT = 20.0
@@ -39,10 +42,18 @@ XSS = "%3Cscript%3Ealert(1)%3C/script%3E"
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """What the client saw, and whether the traffic was stopped (no answer, reset, no leak)."""
+
+    text: str
+    stopped: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     label: str
-    expect: str  # what should happen with the agent enforcing
-    send: Callable[[Lab], str]  # returns what the client saw
+    should_stop: bool  # with the agent enforcing; in dry-run mode nothing should stop
+    send: Callable[[Lab], Seen]
 
 
 def write_demo_config(workdir: Path, dry_run: bool) -> Path:
@@ -92,18 +103,18 @@ def wait_for_ready(proc: subprocess.Popen[Any], out: Path, timeout: float) -> st
 _CURL_FAILURES = {7: "refused", 28: "timeout", 52: "empty reply", 56: "reset"}
 
 
-def _http(lab: Lab, addr: str, port: int, path: str, **kwargs: Any) -> str:
+def _http(lab: Lab, addr: str, port: int, path: str, **kwargs: Any) -> Seen:
     res = lab.client.curl(http_url(addr, port, path), **kwargs)
     if res.status is not None:
-        return f"HTTP {res.status} {res.body[:40]!r}"
+        return Seen(f"HTTP {res.status} {res.body[:40]!r}", stopped=False)
     why = _CURL_FAILURES.get(res.exit_code, res.error or "")
-    return f"no response: {why} (curl {res.exit_code})"
+    return Seen(f"no response: {why} (curl {res.exit_code})", stopped=True)
 
 
 def scenarios() -> list[Scenario]:
-    srv4, srv6, ioc4 = "10.211.2.2", "fd00:211:2::2", "78.135.73.140"
+    srv4, srv6, ioc4 = ADDR.server_v4, ADDR.server_v6, ADDR.ioc_v4
 
-    def keepalive(lab: Lab) -> str:
+    def keepalive(lab: Lab) -> Seen:
         result = lab.client.keepalive(srv4, 80, [
             Request(path="/health"),
             Request(path="/api/totals/last/2"),
@@ -114,75 +125,79 @@ def scenarios() -> list[Scenario]:
             str(e.status) if e.status is not None else (e.error or "none")
             for e in result.exchanges
         )
-        return f"[{seen}] same connection: {result.single_connection}"
+        benign_passed = result.statuses[:2] == (200, 200)
+        return Seen(f"[{seen}] one connection: {result.single_connection}",
+                    stopped=benign_passed and result.statuses[2] is None)
+
+    def crafted_result(res: CraftedResult) -> Seen:
+        if res.error:
+            return Seen(f"error: {res.error}"[:80], stopped=False)
+        leaked = SECRET.encode() in res.response
+        return Seen(f"status={res.status} rst={res.rst_received} secret leaked={leaked}",
+                    stopped=not leaked and res.status is None)
 
     def crafted(
         cuts: list[int], order: list[int] | None = None, cpus: tuple[int, ...] = (0,)
-    ) -> Callable[[Lab], str]:
-        def send(lab: Lab) -> str:
+    ) -> Callable[[Lab], Seen]:
+        def send(lab: Lab) -> Seen:
             request = (
                 f"GET /api/diffs/last/{SQLI_UNION} HTTP/1.1\r\nHost: {srv4}\r\n"
                 "Connection: close\r\n\r\n"
             ).encode()
-            res = lab.client.send_segments(srv4, 80, request, cuts=cuts, order=order, cpus=cpus)
-            if res.error:
-                return f"error: {res.error}"[:80]
-            leaked = b"flag{" in res.response
-            return f"status={res.status} rst={res.rst_received} secret leaked={leaked}"
+            return crafted_result(
+                lab.client.send_segments(srv4, 80, request, cuts=cuts, order=order, cpus=cpus)
+            )
 
         return send
 
-    def conflicting_retransmission(lab: Lab) -> str:
+    def conflicting_retransmission(lab: Lab) -> Seen:
         # The server keeps the FIRST copy (the SQLi); the "retransmission" looks benign.
         benign = f"GET /api/totals/last/{'1' * len(SQLI_UNION)} HTTP/1.1\r\n".encode()
         attack = f"GET /api/totals/last/{SQLI_UNION} HTTP/1.1\r\n".encode()
         rest = f"Host: {srv4}\r\nConnection: close\r\n\r\n".encode()
-        res = lab.client.send_segments(srv4, 80, benign + rest, cuts=[len(benign)],
-                                       extra=[(0, attack)], cpus=[0])
-        if res.error:
-            return f"error: {res.error}"[:80]
-        leaked = b"flag{" in res.response
-        return f"status={res.status} rst={res.rst_received} secret leaked={leaked}"
+        return crafted_result(lab.client.send_segments(
+            srv4, 80, benign + rest, cuts=[len(benign)], extra=[(0, attack)], cpus=[0]
+        ))
 
-    def ioc_probes(lab: Lab) -> str:
+    def ioc_probes(lab: Lab) -> Seen:
         ping = lab.client.ping(ioc4, count=2, timeout=2.0)
         tcp = lab.client.tcp_connect(ioc4, 7777, timeout=1.5, payload=b"x")
         udp = lab.client.udp_probe(ioc4, 9999, timeout=1.5)
-        return f"ping {ping.received}/{ping.sent}, tcp ok={tcp.ok}, udp ok={udp.ok}"
+        return Seen(f"ping {ping.received}/{ping.sent}, tcp ok={tcp.ok}, udp ok={udp.ok}",
+                    stopped=not (ping.ok or tcp.ok or udp.ok))
+
+    def control_ping(lab: Lab) -> Seen:
+        ping = lab.client.ping(srv4, count=2)
+        return Seen(f"ping {ping.received}/{ping.sent}", stopped=not ping.ok)
 
     return [
-        Scenario("benign totals (v4)", "200",
+        Scenario("benign totals (v4)", False,
                  lambda lab: _http(lab, srv4, 80, "/api/totals/last/3")),
-        Scenario("benign totals (v6, 8080)", "200",
+        Scenario("benign totals (v6, 8080)", False,
                  lambda lab: _http(lab, srv6, 8080, "/api/totals/last/3")),
-        Scenario("keep-alive: 2 benign, SQLi, benign", "200, 200, reset, not sent", keepalive),
-        Scenario("SQLi UNION in path {num}", "blocked",
+        Scenario("keep-alive: benign, benign, SQLi, benign", True, keepalive),
+        Scenario("SQLi UNION in path {num}", True,
                  lambda lab: _http(lab, srv4, 80, f"/api/totals/last/{SQLI_UNION}")),
-        Scenario("SQLi in query ?num= (v6)", "blocked",
+        Scenario("SQLi in query ?num= (v6)", True,
                  lambda lab: _http(lab, srv6, 8080, f"/api/totals?num={SQLI_UNION}")),
-        Scenario("SQLi in form POST num=", "blocked",
+        Scenario("SQLi in form POST num=", True,
                  lambda lab: _http(lab, srv4, 80, "/api/totals", method="POST",
                                    data="num=1)+UNION+SELECT+name,secret+FROM+users--")),
-        Scenario("type violation num=abc", "blocked",
+        Scenario("type violation num=abc", True,
                  lambda lab: _http(lab, srv4, 80, "/api/diffs/last/abc")),
-        Scenario("SQLi in 4 segments, out of order", "blocked (scapy)",
-                 crafted([4, 21, 30], [0, 2, 1, 3])),
-        Scenario("SQLi in 2 segments, first one last", "blocked (scapy)",
-                 crafted([21], [1, 0])),
-        Scenario("SQLi in 4 segments from CPUs 0,1,0,1", "blocked (scapy)",
+        Scenario("SQLi in 4 segments, out of order", True, crafted([4, 21, 30], [0, 2, 1, 3])),
+        Scenario("SQLi in 2 segments, first one last", True, crafted([21], [1, 0])),
+        Scenario("SQLi in 4 segments from CPUs 0,1,0,1", True,
                  crafted([4, 21, 30], cpus=(0, 1))),
-        Scenario("SQLi first copy, benign retransmission", "blocked (scapy)",
-                 conflicting_retransmission),
-        Scenario("IOA file srv.go", "200 + flag",
+        Scenario("SQLi first copy, benign retransmission", True, conflicting_retransmission),
+        Scenario("IOA file srv.go (flag only)", False,
                  lambda lab: _http(lab, srv4, 80, "/metrics-ui/server/srv.go")),
-        Scenario("XSS through num", "blocked",
-                 lambda lab: _http(lab, srv4, 80, f"/api/diffs?num={XSS}")),
-        Scenario("XSS in q (not an IOA argument)", "200",
+        Scenario("XSS through num", True, lambda lab: _http(lab, srv4, 80, f"/api/diffs?num={XSS}")),
+        Scenario("XSS in q (not an IOA argument)", False,
                  lambda lab: _http(lab, srv4, 80, f"/api/echo?q={XSS}")),
-        Scenario("IOC 78.135.73.140 ping/tcp/udp", "all dropped", ioc_probes),
-        Scenario("IOC 78.135.73.140 HTTP", "dropped", lambda lab: _http(lab, ioc4, 80, "/health")),
-        Scenario("control: ping server 10.211.2.2", "2/2",
-                 lambda lab: f"ping {lab.client.ping(srv4).received}/2"),
+        Scenario("IOC 78.135.73.140 ping/tcp/udp", True, ioc_probes),
+        Scenario("IOC 78.135.73.140 HTTP", True, lambda lab: _http(lab, ioc4, 80, "/health")),
+        Scenario("control: ping server 10.211.2.2", False, control_ping),
     ]
 
 
@@ -294,16 +309,20 @@ def run_demo(dry_run: bool) -> int:
             return 1
         print(f"agent ready in the gateway namespace (config {config})\n")
         outcomes = []
+        misses = 0
         for scenario in scenarios():
             started = time.monotonic()
             seen = scenario.send(lab)
-            outcomes.append([scenario.label, scenario.expect, seen,
-                             f"{time.monotonic() - started:.2f}s"])
+            should_stop = scenario.should_stop and not dry_run
+            met = seen.stopped == should_stop
+            misses += not met
+            outcomes.append([scenario.label, "stopped" if should_stop else "passes", seen.text,
+                             "ok" if met else "MISS", f"{time.monotonic() - started:.2f}s"])
         time.sleep(1.0)  # NFLOG and worker events reach the log
         if agent.stop() is None:
             print("agent did not stop on SIGTERM; the lab kills it")
     print("What the client saw")
-    print_table(["scenario", "expected", "client saw", "took"], [38, 26, 64, 6], outcomes)
+    print_table(["scenario", "expected", "client saw", "", "took"], [40, 8, 62, 4, 6], outcomes)
     events = agent.events()
     print(f"\nAgent decision events ({agent.output})")
     print_table(
@@ -313,7 +332,8 @@ def run_demo(dry_run: bool) -> int:
     for e in events:
         if e.get("level") == "error":
             print(f"agent error: {json.dumps(e)[:300]}")
-    return 0
+    print(f"\n{len(outcomes) - misses}/{len(outcomes)} scenarios as expected")
+    return 3 if misses else 0
 
 
 def main() -> int:
