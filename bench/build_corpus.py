@@ -445,6 +445,73 @@ PHRASES = [
 ]  # fmt: skip
 
 
+def hard_benign_values(rng: random.Random, count: int = 2500) -> list[str]:
+    """Benign values built to look like attacks: quotes, operators, SQL and HTML words."""
+
+    def word() -> str:
+        return rng.choice(WORDS)
+
+    def sql_word() -> str:
+        return rng.choice(["select", "order", "union", "drop", "update", "delete", "insert",
+                           "from", "where", "table", "like", "between", "sleep", "join",
+                           "group", "having", "case", "values", "into", "exec", "set"])  # fmt: skip
+
+    def title() -> str:
+        return f"{word().title()} {word()} {sql_word()}"
+
+    generators: list[Callable[[], str]] = [
+        # search-engine syntax: quotes, minus, OR/AND
+        lambda: f'"{word()} {word()}" -{word()} -{word()}',
+        lambda: f'"{word()}" {rng.choice(["OR", "AND", "or", "and"])} "{word()}"',
+        lambda: f'{word()} "{sql_word()} {word()}" {rng.choice(["-", "+"])}{word()}',
+        lambda: f"{word()} site:{word()}.{rng.choice(TLDS)}",
+        # product titles with inch and foot marks
+        lambda: f'{rng.randint(1, 99)}" {word()} {word()}',
+        lambda: f"{rng.randint(1, 9)}' {rng.randint(0, 11)}\" {word()}",
+        lambda: f'{title()} {rng.randint(8, 17)}" - {word()}',
+        lambda: f'{rng.randint(1, 9)}/{rng.randint(2, 16)}" {word()} {sql_word()}',
+        lambda: f"{word().title()}'s {sql_word()} {word()}",
+        lambda: f"{rng.choice(LAST_NAMES)} {sql_word()} {rng.choice(['or', 'and'])} {word()}",
+        # sentences with SQL words, semicolons, dashes
+        lambda: f"Please {sql_word()} the {word()}; {sql_word()} the {word()} -- thanks!",
+        lambda: f"{sql_word().title()} {rng.randint(1, 5)} {word()}s from the {word()} list",
+        lambda: f"I'd like to {sql_word()} my {word()} (and {word()})",
+        lambda: f"{word()} & {word()}; {word()} | {word()}",
+        lambda: f"don't {sql_word()} it, {rng.choice(FIRST_NAMES)}'s {word()} is {word()}",
+        lambda: (
+            f"{sql_word()} {rng.choice(['by', 'from', 'into', 'on'])} {word()} #{rng.randint(1, 99)}"
+        ),
+        # numbers and maths
+        lambda: f"{rng.randint(1, 9)}*{rng.randint(1, 9)}={rng.randint(1, 81)}",
+        lambda: f"x={rng.randint(0, 9)}; y={rng.randint(0, 9)}",
+        lambda: f"{rng.randint(1, 5)}.{rng.randint(0, 9)}/5 stars",
+        lambda: f"{rng.randint(1, 99)}% {word()} / {rng.randint(1, 99)}% {word()}",
+        lambda: f"{rng.randint(1900, 2024)} or {rng.randint(1900, 2024)}",
+        lambda: f'{rng.randint(1, 20)} and {rng.randint(1, 20)}/{rng.randint(2, 8)}" {word()}',
+        lambda: f"a<b, b>{rng.randint(0, 9)}",
+        lambda: f"({word()} or {word()}) {word()}",
+        # markup-free text that mentions HTML/JS words
+        lambda: f"the {rng.choice(['script', 'alert', 'onload', 'iframe', 'style'])} {word()}",
+        lambda: f"{word()}: {rng.choice(['javascript', 'data', 'on'])} {word()}",
+        lambda: f"{{{{{word()}}}}} and {{{{{word()}.{word()}}}}}",
+        lambda: f"I <3 {word()}",
+        lambda: f"{word()} -> {word()} => {word()}",
+        lambda: f"&copy; {rng.randint(1990, 2024)} {word().title()} &amp; {word().title()}",
+        lambda: f"**{word()}** _{word()}_ `{word()}`",
+        lambda: f"C:\\Users\\{word()}\\{word()}.txt",
+        lambda: f"{word()}@{word()}.{rng.choice(TLDS)}; {word()}@{word()}.{rng.choice(TLDS)}",
+        lambda: f"https://{word()}.{rng.choice(TLDS)}/#/{word()}?{word()}={word()}&{word()}=",
+        lambda: f'{{"{word()}": "{word()} \\"{word()}\\"", "n": {rng.randint(0, 9)}}}',
+        lambda: f'{word()},{word()},"{word()}, {word()}",{rng.randint(0, 99)}',
+    ]
+    values: dict[str, None] = {}
+    for _ in range(count * 20):
+        if len(values) >= count:
+            break
+        values.setdefault(rng.choice(generators)(), None)
+    return list(values)
+
+
 def benign_values(rng: random.Random, count: int = 6000) -> list[str]:
     generators: list[Callable[[], str]] = [
         lambda: rng.choice(WORDS),
@@ -572,7 +639,7 @@ def main() -> int:
         *XSS_BASE, *xss_generated(rng),
     ])  # fmt: skip
     benign_extra = (SOURCES / "benign_tricky.txt").read_text(encoding="utf-8").split("\n")
-    benign = unique([*benign_extra, *benign_values(rng)])
+    benign = unique([*benign_extra, *benign_values(rng), *hard_benign_values(rng)])
     write("sqli.txt", sqli)
     write("xss.txt", xss)
     write("benign.txt", benign)

@@ -364,8 +364,10 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
             i += 1
             nxt_kind, nxt = _at(tokens, i + 1)
         after_kind, after = _at(tokens, i + 2)
-        if nxt_kind in (VAR, FUNC, LPAREN) or nxt in ("*", "case"):
+        if nxt_kind in (VAR, FUNC, LPAREN) or nxt == "case":
             return text
+        if nxt == "*":  # "select * from", not markdown "**select**"
+            return text if after == "from" else None
         if nxt_kind in (NUM, STR, USTR) or nxt == "null":
             # "select 1,2" / "select 'a' from"; not "select 2 items"
             if after_kind in ("", COMMA, OP, LOGIC, COMMENT, SEMI, RPAREN) or after in (
@@ -536,7 +538,8 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
     ):
         return f"{text} after {where} break-out"
     if (kind == OP and text in ARITHMETIC and not quoted) and (
-        (nxt_kind == FUNC and nxt in SQL_FUNCS) or _at(tokens, i + 2)[1] == "select"
+        (nxt_kind == FUNC and nxt in SQL_FUNCS)
+        or (nxt_kind == LPAREN and _at(tokens, i + 2)[1] == "select")
     ):
         return f"expression after {where} ({text} {nxt})"
     return None
