@@ -124,7 +124,7 @@ def _iter_pcap(path: Path, buf: bytes | mmap.mmap) -> Iterator[Frame]:
         order, magic = ">", magic_be
     else:
         raise PcapError(path, 0, f"unknown magic 0x{magic_le:08x}: not pcap or pcapng")
-    linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF  # high bits: FCS info
+    linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0xFFFF  # upper bits: FCS info
     unit = 1e-9 if magic == _PCAP_MAGIC_NS else 1e-6
     record = struct.Struct(order + "IIII")
     unpack_record = record.unpack_from

@@ -352,3 +352,33 @@ def test_flow_update_is_frozen_with_fields_in_order() -> None:
     assert (update.depth_reached, update.closed) == (False, False)
     with pytest.raises(dataclasses.FrozenInstanceError):
         update.closed = True  # type: ignore[misc]
+
+
+def test_reset_depth_gives_keep_alive_requests_a_fresh_budget() -> None:
+    table = FlowTable(depth=len(REQUEST) + 10)
+    first = handshake(table)
+    flow = first.flow
+    assert table.feed(tcp(ISN + 1, REQUEST), 2.0).new_data == REQUEST
+    table.reset_depth(flow)
+    assert flow.stream is not None and flow.stream.data == bytearray()
+    # The second request is longer than what was left of the first budget.
+    second_at = ISN + 1 + len(REQUEST)
+    tail = table.feed(tcp(second_at + 20, REQUEST[20:]), 2.1)
+    assert tail.new_data == b""
+    head = table.feed(tcp(second_at, REQUEST[:20]), 2.2)
+    assert head.new_data == REQUEST and not head.depth_reached
+    # Old bytes retransmitted after the reset are ignored, not compared.
+    old = table.feed(tcp(ISN + 1, b"X" * len(REQUEST)), 2.3)
+    assert old.new_data == b"" and old.anomalies == ()
+    # The budget still applies to the new window.
+    more = table.feed(tcp(second_at + len(REQUEST), b"Y" * 20), 2.4)
+    assert more.new_data == b"Y" * 10 and more.depth_reached
+
+
+def test_reset_depth_with_a_gap_open_keeps_held_bytes() -> None:
+    table = FlowTable()
+    flow = handshake(table).flow
+    table.feed(tcp(ISN + 1, REQUEST[:10]), 2.0)
+    assert table.feed(tcp(ISN + 1 + 20, REQUEST[20:]), 2.1).new_data == b""
+    table.reset_depth(flow)
+    assert table.feed(tcp(ISN + 1 + 10, REQUEST[10:20]), 2.2).new_data == REQUEST[10:]

@@ -6,10 +6,13 @@ Owns: `FlowTable.feed(packet, now) -> FlowUpdate`. Pure (time comes from the cal
   (SYN without ACK) or the receiver of a SYN-ACK; a flow first seen mid-stream
   takes as server the side whose port is in `server_ports`, else the lower port.
   UDP, ICMP and other protocols get a flow (an id for events) but no reassembly.
-- Only the client->server stream is reassembled, up to `depth` bytes. The first
+- Only the client->server stream is reassembled, up to `depth` bytes per flow
+  (`reset_depth(flow)` starts a new budget, e.g. per keep-alive request). The first
   copy of a byte wins; a later copy with different bytes is reported as
   `AnomalyKind.RETRANSMISSION_MISMATCH`. Out-of-order bytes are held (within
-  `depth`, so memory per flow is bounded) and released when the gap fills.
+  `depth`) and released when the gap fills. Memory per TCP flow: the delivered
+  bytes (kept to check retransmissions, at most depth) plus, while a gap is open,
+  at most 2 x depth for held bytes and their mask.
 - Closing: RST, or FIN from both sides, reports `closed=True` once and moves the
   flow to a short-lived "closing" list (`close_linger` seconds) so trailing ACKs
   and retransmissions keep the same flow. New client bytes after the close
@@ -58,6 +61,17 @@ class ClientStream:
     held_mask: bytearray | None = None
     beyond_depth: bool = False  # a segment carried bytes past depth
     depth_reported: bool = False
+
+    def restart(self) -> None:
+        """Forget the delivered bytes: offset 0 becomes the next byte, depth counts anew."""
+        done = len(self.data)
+        if self.base is not None:
+            self.base = (self.base + done) & _SEQ_MASK
+        self.data = bytearray()
+        if self.held is not None and self.held_mask is not None:
+            del self.held[:done]
+            del self.held_mask[:done]
+        self.beyond_depth = self.depth_reported = False
 
     def add(self, offset: int, segment: bytes, depth: int) -> tuple[bytes, list[str]]:
         """Place `segment` at stream `offset`: (newly contiguous bytes, mismatch details)."""
@@ -315,6 +329,17 @@ class FlowTable:
             closed = True
             self._close(lookup, flow, now)
         return FlowUpdate(flow, to_server, new_data, anomalies, depth_reached, closed)
+
+    def reset_depth(self, flow: Flow) -> None:
+        """Give the rest of a flow's client stream a fresh `depth` (e.g. per HTTP request).
+
+        For the inspector to call when everything delivered so far is dealt with (a
+        complete request on a keep-alive connection): the retained bytes are freed, so
+        later retransmissions of them are no longer compared. Bytes already dropped
+        because depth was reached stay lost: call it before depth is reached.
+        """
+        if flow.stream is not None:
+            flow.stream.restart()
 
     def _is_new_connection(self, flow: Flow, pkt: Packet) -> bool:
         """A SYN on a known flow: a new connection reusing the 5-tuple, or a retransmission."""
