@@ -5,6 +5,7 @@ For 10k, 256k and 1M random public-looking IPv4 addresses (fixed seed):
 - load: `nft -f` of the whole ruleset with the set filled (first apply);
 - replace: `nft -f` of the flush + add transaction with a different set;
 - max RSS of the `nft` process (/usr/bin/time %M).
+Also the same replace as one raw netlink batch (agent.kernel.nft_batch).
 Variants: chunk size (elements per `add element` line), stdin vs file, set size hint.
 Runs inside a throwaway network namespace with no links but lo (no route out).
 
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import random
 import signal
@@ -119,6 +121,52 @@ def bench_one(ns: str, size: int, spec_base: RulesetSpec, via_file: bool, label:
     )
 
 
+NETLINK_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from bench.bench_nft_sets import public_v4
+from agent.kernel.nftables import RulesetSpec
+from agent.kernel.nft_batch import send_batch, set_update_batch
+size = int(sys.argv[2])
+timings = {}
+for label, seed in (("load", 1), ("replace", 2)):
+    spec = RulesetSpec(queue_backend="xt", exact_v4=public_v4(size, seed))
+    t0 = time.perf_counter()
+    batch = set_update_batch(spec)
+    t1 = time.perf_counter()
+    send_batch(batch)
+    t2 = time.perf_counter()
+    timings[label] = (t1 - t0, t2 - t1, len(batch.data))
+print(json.dumps(timings))
+"""
+
+
+def bench_netlink(ns: str, size: int, size_hint: int = 0) -> None:
+    """Same replace via agent.kernel.nft_batch (raw netlink batch, no nft process)."""
+    empty = RulesetSpec(queue_backend="xt", set_size_hint=size_hint)
+    nft_run(ns, render_ruleset(empty), via_file=False)
+    repo = str(Path(__file__).resolve().parents[1])
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, "/usr/bin/time", "-f", "%M", "-o", rss.name,
+             sys.executable, "-c", NETLINK_CHILD, repo, str(size)],
+            capture_output=True, text=True, check=True,
+        )
+        rss_kib = int(Path(rss.name).read_text().split()[-1])
+    timings = json.loads(proc.stdout)
+    build, send, nbytes = timings["replace"]
+    target = TARGET_REPLACE_S.get(size)
+    total = build + send
+    verdict = "" if target is None else (" OK" if total < target else f" MISS(<{target}s)")
+    print(
+        f"{'netlink batch' + (f' size {size_hint}' if size_hint else ''):<28} n={size:>9,} batch={nbytes / 1e6:5.1f}MB "
+        f"build={build:5.2f}s load-send={timings['load'][1]:5.2f}s replace-send={send:5.2f}s "
+        f"replace total={total:5.2f}s python max RSS={rss_kib / 1024:7.1f}MiB "
+        f"(incl. {2 * size:,} address objects){verdict}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,256000,1000000")
@@ -132,6 +180,8 @@ def main() -> None:
         base = RulesetSpec(queue_backend="xt")  # xt: renders on kernels without nft queue
         for size in sizes:
             bench_one(ns, size, base, via_file=False, label="default (stdin, 4096/line)")
+        for size in sizes:
+            bench_netlink(ns, size)
         if args.variants:
             for size in sizes:
                 for chunk in (256, 1024, 16384, 65536):
@@ -140,6 +190,7 @@ def main() -> None:
                 bench_one(ns, size, base, via_file=True, label="nft -f FILE")
                 spec = dataclasses.replace(base, set_size_hint=2 * size)
                 bench_one(ns, size, spec, via_file=False, label=f"size hint {2 * size}")
+                bench_netlink(ns, size, size_hint=2 * size)
     finally:
         subprocess.run(["ip", "netns", "delete", ns], check=False)
 
