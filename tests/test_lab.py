@@ -282,6 +282,22 @@ def test_cleanup_leaves_no_namespace_and_no_process() -> None:
     assert not any((NETNS_DIR / n).exists() for n in names)
 
 
+def test_failed_build_leaves_nothing_behind() -> None:
+    if (reason := lab_unavailable_reason()) is not None:
+        pytest.skip(reason)
+
+    class BrokenLab(Lab):
+        def _build(self) -> None:
+            super()._build()
+            self.client.run(["ip", "link", "set", "lo", "down"])  # real work, then a failure
+            raise RuntimeError("simulated failure after the namespaces exist")
+
+    lab = BrokenLab()
+    with pytest.raises(RuntimeError, match="simulated"), lab:
+        pytest.fail("the body must not run")
+    assert not {ns.name for ns in lab.namespaces} & _namespaces()
+
+
 def test_cleanup_stale_spares_live_and_foreign_namespaces(lab: Lab) -> None:
     # A dead creator pid (pid_max is at most 4194304); random tags: runs may overlap.
     stale = f"rf-9999999-{secrets.token_hex(3)}-gw"
