@@ -142,15 +142,27 @@ def test_batch_gives_the_same_sets_as_nft(lab: Lab) -> None:
                                      (0xFF000000, 0xFFFFFFFF)]
 
 
+PARTIAL_TABLE = """table inet rf_partial {
+\tset ioc_v4 { type ipv4_addr; elements = { 78.135.73.140 }; }
+\tset ioc_v6 { type ipv6_addr; }
+\tset ioc_net_v4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8 }; }
+}
+"""
+
+
 @pytest.mark.lab
 def test_failed_batch_changes_nothing(lab: Lab) -> None:
-    with kernel_state(lab.gateway) as nft:
-        nft.apply(render_ruleset(lab_spec()))
-        before = list_sets(lab)
-        # A table that does not exist: the kernel refuses the first message, nothing applies.
-        out = run_batches(lab, [spec_with(100, table="no_such_table")])
+    runner = runner_for(lab.gateway)
+    runner.check(["nft", "-f", "-"], stdin=PARTIAL_TABLE)
+    try:
+        # Three flushes and the adds would succeed; the fourth set is missing: all or nothing.
+        out = run_batches(lab, [spec_with(100, table="rf_partial")])
         assert out.startswith("KernelError"), out
-        assert list_sets(lab) == before
+        listing = runner.check(["nft", "list", "table", "inet", "rf_partial"]).stdout
+        assert "78.135.73.140" in listing and "10.0.0.0/8" in listing
+        assert "11.0.0.1" not in listing
+    finally:
+        runner.run(["nft", "delete", "table", "inet", "rf_partial"])
 
 
 @pytest.mark.lab
