@@ -382,3 +382,57 @@ def test_reset_depth_with_a_gap_open_keeps_held_bytes() -> None:
     assert table.feed(tcp(ISN + 1 + 20, REQUEST[20:]), 2.1).new_data == b""
     table.reset_depth(flow)
     assert table.feed(tcp(ISN + 1 + 10, REQUEST[10:20]), 2.2).new_data == REQUEST[10:]
+
+
+def model_reassembly(segments: list[tuple[int, bytes]], depth: int
+                     ) -> tuple[list[bytes], list[bool], list[bool]]:  # fmt: skip
+    """Reference: a byte is set by its first copy; the stream is the filled prefix;
+    depth is reported once, when the prefix is full and some byte came past it."""
+    filled: dict[int, int] = {}
+    delivered = 0
+    beyond = reported = False
+    outputs: list[bytes] = []
+    conflicts: list[bool] = []
+    depth_flags: list[bool] = []
+    for offset, chunk in segments:
+        conflict = False
+        for i, byte in enumerate(chunk):
+            pos = offset + i
+            beyond = beyond or pos >= depth
+            if pos < 0 or pos >= depth:
+                continue
+            if pos in filled:
+                conflict = conflict or filled[pos] != byte
+            else:
+                filled[pos] = byte
+        start = delivered
+        while delivered in filled:
+            delivered += 1
+        outputs.append(bytes(filled[p] for p in range(start, delivered)))
+        conflicts.append(conflict)
+        depth_flags.append(beyond and delivered == depth and not reported)
+        reported = reported or depth_flags[-1]
+    return outputs, conflicts, depth_flags
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    segments=st.lists(
+        st.tuples(st.integers(-6, 70), st.binary(min_size=1, max_size=24).map(
+            lambda b: bytes(x % 3 + 97 for x in b))),  # a small alphabet: real conflicts
+        max_size=14,
+    ),
+    depth=st.integers(1, 64),
+    isn=st.integers(0, 2**32 - 1),
+)
+def test_reassembly_matches_first_copy_model(segments: list[tuple[int, bytes]], depth: int,
+                                             isn: int) -> None:  # fmt: skip
+    table = FlowTable(depth=depth)
+    stream, updates = feed_segments(table, segments, isn=isn)
+    outputs, conflicts, depth_flags = model_reassembly(segments, depth)
+    assert [u.new_data for u in updates] == outputs
+    assert [bool(u.anomalies) for u in updates] == conflicts
+    assert [u.depth_reached for u in updates] == depth_flags
+    assert stream == b"".join(outputs)
+    assert all(kind == AnomalyKind.RETRANSMISSION_MISMATCH for u in updates
+               for kind, _ in u.anomalies)  # fmt: skip
