@@ -344,13 +344,14 @@ def _call_looks_like_sql(tokens: list[Token], i: int) -> bool:
         return True
     if _is_operand(first) and first[0] != FUNC:
         return second[0] in (RPAREN, COMMA, OP, LOGIC, LPAREN) or second[1] in COMPARISONS
-    return first[0] in (LPAREN, FUNC, OP, VAR) or first[1] in ("select", "case", "not", "null")
+    return first[0] in (LPAREN, FUNC, VAR) or first[1] in (
+        "select", "case", "not", "null", "-", "~", "!", "+", "*",
+    )  # fmt: skip
 
 
 def _args_not_prose(tokens: list[Token], i: int) -> bool:
     """Looser than _call_looks_like_sql, for names no prose uses ("load_file(¿'/x')")."""
-    first, second = _at(tokens, i + 2), _at(tokens, i + 3)
-    return not (first[0] in (WORD, NUM) and second[0] in (WORD, NUM))
+    return _call_looks_like_sql(tokens, i) or _at(tokens, i + 2)[0] == OTHER
 
 
 def _statement_at(tokens: list[Token], i: int) -> str | None:
@@ -395,9 +396,9 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
     if text in ("exec", "execute"):
         if nxt_kind in (VAR, FUNC, LPAREN) or (nxt_kind == WORD and "." in nxt):
             return text
-        # "exec xp_cmdshell 'dir'", not "exec will create"
+        # "exec sp_who", "exec myproc 1", not "exec will create" / "exec it's"
         after_kind = _at(tokens, i + 2)[0]
-        if nxt_kind == WORD and after_kind in ("", STR, USTR, COMMENT, SEMI, VAR, NUM, COMMA):
+        if nxt_kind == WORD and ("_" in nxt or after_kind in ("", COMMENT, SEMI, VAR, NUM)):
             return text
         return None
     if text == "declare":
@@ -451,8 +452,12 @@ def _condition_at(tokens: list[Token], i: int) -> bool:
         j += 2
     nxt_kind, nxt = _at(tokens, j)
     if _is_operand((kind, text)) and (nxt in COMPARISONS and nxt_kind in (OP, KW)):
-        after_kind, after = _at(tokens, j + 1)
-        return _is_operand((after_kind, after)) or after_kind in (LPAREN, OP, KW)
+        after = _at(tokens, j + 1)
+        if nxt in ("is", "not"):  # "is null", "is not null", "not like ..."
+            return after[1] in ("null", "not", "true", "false", "like", "in", "between")
+        if after[1] in ("-", "~", "!", "+"):  # "1=-1"
+            after = _at(tokens, j + 2)
+        return _is_operand(after) or after[0] == LPAREN
     # "' or ''-'": constants combined arithmetically are as good as a comparison.
     if kind == STR and nxt_kind == OP and nxt in ARITHMETIC:
         return _at(tokens, j + 1)[0] in (STR, USTR) and _at(tokens, j + 2)[0] in (
@@ -497,7 +502,7 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
     if kind == LOGIC and _condition_at(tokens, i + 1):
         return f"boolean condition after {where} break-out ({text})"
     if kind == KW and text in ("order", "group") and nxt == "by":
-        after_kind, after = _at(tokens, i + 2)
+        after_kind = _at(tokens, i + 2)[0]
         if after_kind in (NUM, FUNC, LPAREN) or (after_kind == WORD and quoted):
             return f"{text} by after {where} break-out"
     if kind == KW and text in ("having", "where") and _condition_at(tokens, i + 1):
@@ -511,31 +516,12 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
         quoted
         and balanced
         and (kind == OP or text == "||")
-        and text != "."
+        and text not in (".", ":")
         and (nxt_kind in (STR, USTR, NUM, LPAREN, VAR) or (nxt_kind == FUNC and nxt in SQL_FUNCS))
         and (nxt_kind in (USTR, LPAREN, FUNC) or _at(tokens, i + 2)[0] in _CONTINUES_SQL)
     ):
         return f"expression after quote break-out ({text})"
-    if (
-        kind == KW
-        and text in ("as", "in", "is", "like", "rlike", "regexp", "between")
-        and (quoted or closed_parens)
-        and balanced
-    ):
-        after_kind, after = _at(tokens, i + 2)
-        if nxt_kind in (WORD, STR, USTR, NUM, LPAREN, KW) and (
-            after_kind in (COMMENT, LOGIC, SEMI, RPAREN, OP)
-            or (after_kind == KW and after != "as")
-            or (after_kind == "" and nxt_kind == USTR and nxt)
-        ):
-            return f"{text} after {where} break-out"
-    if (
-        kind == KW
-        and text in ("union", "from")
-        and (quoted or closed_parens)
-        and balanced
-        and (nxt_kind in (WORD, KW, LPAREN))
-    ):
+    if kind == KW and (quoted or closed_parens) and balanced and _keyword_continues(tokens, i):
         return f"{text} after {where} break-out"
     if (kind == OP and text in ARITHMETIC and not quoted) and (
         (nxt_kind == FUNC and nxt in SQL_FUNCS)
@@ -543,6 +529,35 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
     ):
         return f"expression after {where} ({text} {nxt})"
     return None
+
+
+def _keyword_continues(tokens: list[Token], i: int) -> bool:
+    """tokens[i] is a keyword right after a break-out: does valid SQL follow it?"""
+    text = tokens[i][1]
+    nxt_kind, nxt = _at(tokens, i + 1)
+    after_kind, after = _at(tokens, i + 2)
+    ends = after_kind in ("", COMMENT, SEMI, RPAREN, LOGIC)
+    if text == "in":
+        return nxt_kind == LPAREN
+    if text == "is":
+        return nxt in ("null", "not", "true", "false")
+    if text == "between":
+        return _is_operand((nxt_kind, nxt)) and after == "and"
+    if text in ("like", "rlike", "regexp"):
+        if nxt_kind == USTR:  # "' like '%"
+            return bool(nxt) and after_kind == ""
+        return (_is_operand((nxt_kind, nxt)) or nxt_kind == LPAREN) and (ends or after_kind == OP)
+    if text == "as":
+        return nxt_kind == WORD and (ends or after in ("where", "from", ",", "union"))
+    if text == "union":  # "' union user_id>0--"
+        return (
+            nxt in ("all", "select", "distinct")
+            or nxt_kind == LPAREN
+            or (nxt_kind == WORD and after_kind == OP)
+        )
+    if text == "from":  # "1) from users where username="
+        return nxt_kind == WORD and (ends or after_kind in (KW, COMMA))
+    return False
 
 
 # Tokens after an operand that keep a SQL expression going (not prose: "16\" wide").
@@ -583,14 +598,18 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
                 j = i + 1
                 while _at(tokens, j)[1] in ("all", "distinct") or _at(tokens, j)[0] == LPAREN:
                     j += 1
-                if _at(tokens, j)[1] in ("select", "values"):
+                if _at(tokens, j)[1] == "select" or (
+                    _at(tokens, j)[1] == "values" and _at(tokens, j + 1)[0] == LPAREN
+                ):
                     return "union select"
             elif text == "waitfor" and _at(tokens, i + 1)[1] in ("delay", "time"):
                 return "time-based: waitfor delay"
             elif text == "into" and _at(tokens, i + 1)[1] in ("outfile", "dumpfile"):
                 return f"into {_at(tokens, i + 1)[1]}"
             elif text == "select" and i and tokens[i - 1][0] in (LPAREN, RPAREN, OP, LOGIC):
-                if _statement_at(tokens, i):
+                if _statement_at(tokens, i) and (
+                    tokens[i - 1][0] == LPAREN or _select_has_body(tokens, i)
+                ):
                     return "sub-select"
             elif text == "case" and _case_at(tokens, i):
                 return "case when expression"
@@ -641,6 +660,14 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
         elif kind == VAR and text.startswith("@@") and len(text) > 2:
             return f"system variable {text}"
     return None
+
+
+def _select_has_body(tokens: list[Token], i: int) -> bool:
+    """A select that reads data: a from clause, a call or a variable soon after."""
+    return (
+        any(kind in (FUNC, VAR) or text == "from" for kind, text in tokens[i + 1 : i + 16])
+        or _at(tokens, i + 1)[0] == LPAREN
+    )
 
 
 def _constant_comparison(tokens: list[Token], i: int) -> bool:

@@ -42,7 +42,7 @@ _ESCAPE_RE: Final = re.compile(
 )
 _OCTAL_RE: Final = re.compile(r"\\([0-3][0-7]{2}|[0-7]{2})")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
-_TAG_RE: Final = re.compile(r"<[\s/!?]{0,3}([a-z][a-z0-9:_-]{0,31})")
+_TAG_RE: Final = re.compile(r"<[/!?]{0,3}([a-z][a-z0-9:_-]{0,31})")
 _HANDLER_RE: Final = re.compile(r"(?:^|[\s/\"'`;,+])(on[a-z]{3,24})[^=>\s\"']{0,40}\s{0,8}=")
 _SCHEME_RE: Final = re.compile(
     r"(?:^|[^a-z0-9+.\-])(javascript|vbscript|livescript|mocha|data)\s{0,8}:"
@@ -197,8 +197,8 @@ def _template_injection(text: str) -> bool:
 
 def _scheme_finding(plain: str, scheme: re.Match[str]) -> str | None:
     name = scheme.group(1)
-    before = plain[max(0, scheme.start() - 8) : scheme.start() + 1]
-    in_attribute = any(c in before for c in "=(\"'`")
+    before = plain[max(0, scheme.start(1) - 16) : scheme.start(1)].rstrip()
+    in_attribute = before[-1:] in ("=", "(", '"', "'", "`")
     if name == "data":
         if _DATA_HTML_RE.match(plain, scheme.start(1)) or (
             in_attribute and plain.startswith(",", scheme.end())
@@ -219,5 +219,6 @@ def _handler_outside_tag(text: str, handler: re.Match[str]) -> bool:
     if any(q in before for q in "\"'`"):
         return True
     # Value pasted into an unquoted attribute: "x onerror=alert(1)".
-    after = text[handler.end() : handler.end() + 64]
-    return _SCRIPT_CALL_RE.search(after) is not None
+    after = text[handler.end() : handler.end() + 64].lstrip()
+    starts_like_code = after[:1].isalpha() or after[:1] in ("_", "$", "[", '"', "'", "`")
+    return starts_like_code and _SCRIPT_CALL_RE.search(after) is not None
