@@ -646,9 +646,23 @@ def main() -> int:
     write("integers.txt", unique(integer_values(rng)))
     # Held out: public lists the classifier was not tuned on, to check it generalizes.
     write(
-        "heldout_sqli.txt", unique(read_source("heldout_libinjection_sqli_hackers.txt", plus=True))
+        "heldout_sqli.txt",
+        unique(
+            [
+                *read_source("heldout_libinjection_sqli_hackers.txt", plus=True),
+                *read_source("heldout_patt_sqli.txt"),
+            ]
+        ),
     )
-    write("heldout_xss.txt", unique(read_source("heldout_libinjection_xss_html5sec.txt")))
+    write(
+        "heldout_xss.txt",
+        unique(
+            [
+                *read_source("heldout_libinjection_xss_html5sec.txt"),
+                *read_source("heldout_patt_xss.txt"),
+            ]
+        ),
+    )
     write(
         "heldout_benign.txt",
         unique(read_source("heldout_libinjection_false_positives.txt", plus=True)),

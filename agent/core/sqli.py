@@ -70,7 +70,7 @@ KEYWORDS: Final = frozenset({
     "top", "join", "values", "table", "sounds", "collate", "escape", "div", "mod",
     "insert", "update", "delete", "drop", "create", "alter", "truncate", "exec",
     "execute", "declare", "shutdown", "grant", "revoke", "call", "begin", "merge",
-    "set", "if", "with", "glob", "analyse", "analyze", "use", "load", "handler",
+    "set", "if", "with", "glob", "analyse", "analyze", "use", "load", "handler", "to",
 })  # fmt: skip
 
 STATEMENT_OBJECTS: Final = frozenset({
@@ -411,6 +411,8 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
         return text if FUNC in (kind, nxt_kind) else None
     if text == "set":
         return text if nxt_kind == VAR else None
+    if text in ("grant", "revoke"):  # "grant connect to name"
+        return text if "to" in (t for _, t in tokens[i + 2 : i + 8]) or nxt == "all" else None
     if text == "begin":
         return text if nxt_kind in (KW, FUNC, SEMI) else None
     return None
@@ -511,6 +513,9 @@ def _breakout_at(tokens: list[Token], start: int, quoted: bool) -> str | None:
         return f"limit after {where} break-out"
     if kind == KW and text == "procedure" and nxt == "analyse":
         return "procedure analyse"
+    if (quoted or closed_parens) and _statement_at(tokens, i) is not None:
+        # MS SQL runs a second statement without ";": "' insert into users ... --"
+        return f"statement after {where} break-out ({text})"
     balanced = not quoted or _balanced_tail(tokens)
     if (
         quoted
