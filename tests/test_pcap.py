@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,10 @@ from scapy.utils import PcapNgWriter, PcapWriter
 
 from agent.core.decision import DecodeFailureReason
 from agent.core.decode import Packet, decode_ip
+from agent.core.flows import FlowTable
 from agent.pcap import Frame, PcapError, iter_frames, write_pcap
+from tests.lab.netns import ADDR, Lab
+from tests.lab.traffic import send_segments
 
 V4 = bytes(IP(src="10.0.0.2", dst="78.135.73.140") / TCP(sport=40000, dport=80, flags="PA")
            / Raw(b"GET /api/totals/last/1 HTTP/1.1\r\n\r\n"))  # fmt: skip
@@ -233,3 +239,87 @@ def test_corrupt_record_length(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(PcapError, match="corrupt"):
         list(iter_frames(path))
+
+
+# ---------------------------------------------------------------- real captures (namespace lab)
+
+LAB_REQUEST = (b"GET /api/totals/last/1%20union%20select%20name,secret%20from%20users HTTP/1.1\r\n"
+               b"Host: metrics\r\nConnection: close\r\n\r\n")  # fmt: skip
+# tcpdump link-layer choices on the gateway: the veth (Ethernet) and "any" (cooked).
+CAPTURES = {"ether": ["-i", "gw-cli"], "sll": ["-i", "any", "-y", "LINUX_SLL"],
+            "sll2": ["-i", "any", "-y", "LINUX_SLL2"]}  # fmt: skip
+EXPECTED_LINKTYPE = {"ether": 1, "sll": 113, "sll2": 276}
+
+
+def _start_tcpdump(lab: Lab, args: list[str], out: Path) -> subprocess.Popen[bytes]:
+    proc = lab.gateway.popen(
+        ["tcpdump", "-n", "-U", "--time-stamp-precision=nano", "-w", str(out), *args, "tcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 10.0
+    line = b""
+    while b"listening on" not in line and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+    assert b"listening on" in line, line
+    return proc
+
+
+@pytest.fixture(scope="module")
+def lab_captures(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real traffic through the lab gateway, captured by tcpdump in three link types."""
+    lab.start_server_app()
+    out = tmp_path_factory.mktemp("captures")
+    procs = {name: _start_tcpdump(lab, args, out / f"{name}.pcap")
+             for name, args in CAPTURES.items()}  # fmt: skip
+    try:
+        for addr in (ADDR.server_v4, ADDR.server_v6):
+            lab.client.raw_http(addr, 80, LAB_REQUEST)
+        # Out of order, with a conflicting copy of bytes 10-20 sent first.
+        crafted = send_segments(lab.client, ADDR.server_v4, 8080, LAB_REQUEST,
+                                cuts=[15, 40], order=[2, 0, 1],
+                                extra=[(10, b"X" * 10)])  # fmt: skip
+        assert crafted.handshake, crafted.error
+        time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGINT)
+        for proc in procs.values():
+            proc.wait(timeout=10.0)
+    return {name: out / f"{name}.pcap" for name in CAPTURES}
+
+
+def _client_streams(path: Path) -> tuple[dict[tuple[str, int], bytes], list[str]]:
+    """Reassembled client streams by (server address, port), and the anomaly kinds seen."""
+    table = FlowTable()
+    streams: dict[int, bytearray] = {}
+    keys: dict[int, tuple[str, int]] = {}
+    anomalies: list[str] = []
+    for frame in iter_frames(path):
+        assert frame.l3 is not None, frame.failure
+        pkt = decode_ip(frame.l3)
+        assert isinstance(pkt, Packet), pkt
+        update = table.feed(pkt, frame.timestamp)
+        flow = update.flow
+        keys[flow.id] = (flow.key.dest_ip, flow.key.dest_port)
+        streams.setdefault(flow.id, bytearray()).extend(update.new_data)
+        anomalies += [kind.value for kind, _ in update.anomalies]
+    return {keys[i]: bytes(s) for i, s in streams.items()}, anomalies
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("capture", list(CAPTURES))
+def test_real_capture_reassembles_client_requests(lab_captures: dict[str, Path],
+                                                  capture: str) -> None:  # fmt: skip
+    path = lab_captures[capture]
+    linktype = struct.unpack_from("<I", path.read_bytes(), 20)[0]
+    assert linktype == EXPECTED_LINKTYPE[capture]
+    streams, anomalies = _client_streams(path)
+    assert streams[(ADDR.server_v4, 80)] == LAB_REQUEST
+    assert streams[(ADDR.server_v6, 80)] == LAB_REQUEST
+    # The server kept the first copy it got; so does the flow table, and it says so.
+    forged = LAB_REQUEST[:10] + b"X" * 10 + LAB_REQUEST[20:]
+    assert streams[(ADDR.server_v4, 8080)] == forged
+    assert "retransmission_mismatch" in anomalies
