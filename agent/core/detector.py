@@ -126,6 +126,10 @@ class Detector:
             )
             for name, hits in snapshot.argument_ioas.items()
         }
+        path_ioas = [
+            hit.ioa for kind in (IOAType.FILE, IOAType.LIBRARY) for hit in snapshot.ioas(kind)
+        ]
+        self._path_keys_with_query = any("?" in ioa.value for ioa in path_ioas)
         self._paths = self._automaton(
             (hit.campaign, hit.ioa)
             for kind in (IOAType.FILE, IOAType.LIBRARY)
@@ -327,13 +331,18 @@ class Detector:
         request was inspected before its body arrived).
         """
         target = request.target
-        raw_path, _, _query = target.partition("?")
-        normalized = normalize_path(raw_path)
-        lowered = normalized.path.lower()
+        normalized = normalize_path(target)
+        lowered = normalized.path_lower
         reasons: list[Reason] = []
         head_wanted = only is None or Where.PATH in only
         if head_wanted:
-            reasons.extend(self._path_reasons(lowered))
+            haystack = lowered
+            if self._path_keys_with_query:
+                # IOA paths such as "/ajax.php?action=login" include a query.
+                query = target.partition("?")[2]
+                if query:
+                    haystack = f"{lowered}?{unquote(query).lower()}"
+            reasons.extend(self._path_reasons(haystack))
             if self._values is not None or self._patterns is not None:
                 decoded_target = unquote(target)
                 reasons.extend(self._value_reasons(self._values, decoded_target, Where.PATH, None))
@@ -341,7 +350,7 @@ class Detector:
                     self._value_reasons(self._patterns, decoded_target, Where.PATH, None)
                 )
         if self._arguments or self._values is not None:
-            params: Sequence[Param] = extract_params(request, self.routes).params
+            params: Sequence[Param] = extract_params(request, self.routes, path=normalized).params
             for param in params:
                 if only is not None and param.where not in only:
                     continue
@@ -355,4 +364,7 @@ class Detector:
                 request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
             )
             reasons.extend(self.hostname_reasons(host.strip().rstrip(".").lower(), Where.HOST))
+        if len(reasons) > 1:
+            # The same evidence reached twice (two routes, a repeated parameter) is one reason.
+            reasons = list(dict.fromkeys(reasons))
         return reasons, normalized.path
