@@ -1,9 +1,9 @@
 """SQL injection detection: fold a value into SQL tokens, then look for attack shapes.
 
-In the spirit of libinjection: the value is read three times, as if the
-application had pasted it into an unquoted (numeric) context, into a '...'
-literal and into a "..." literal, because a payload has to close whatever the
-application opened. What follows that break-out must read as SQL (an operator,
+In the spirit of libinjection: the value is read once per context the
+application may have pasted it into (unquoted/numeric, '...', "...", `...`,
+$$...$$, /* ... */), because a payload has to close whatever the application
+opened. What follows that break-out must read as SQL (an operator,
 a keyword, a comment), which ordinary text ("O'Brien", "select a size or
 color") does not. On top of that, some shapes are attacks wherever they occur:
 `union select`, a stacked statement after `;`, a call to a sleep/error/file
@@ -196,7 +196,8 @@ def tokenize(text: str, quote: str | None = None) -> list[Token]:
         if ch == "/" and text.startswith("/*", pos):
             if text.startswith("/*!", pos):
                 # MySQL executes the body of a versioned comment: keep reading it.
-                pos = _VERSIONED_RE.match(text, pos + 3).end()  # type: ignore[union-attr]
+                version = _VERSIONED_RE.match(text, pos + 3)
+                pos = version.end() if version is not None else pos + 3
                 versioned_open += 1
                 continue
             end = text.find("*/", pos + 2)
@@ -421,8 +422,8 @@ def _statement_at(tokens: list[Token], i: int) -> str | None:
 def _condition_at(tokens: list[Token], i: int) -> bool:
     """True when tokens[i:] start a boolean condition an injection would append.
 
-    "1=1", "'a'='a", "true", "5", "sleep(5)", "(select ...)", "x like '%'";
-    not "pepper" or "2 people" (prose after "or"/"and").
+    "1=1", "'a'='a", "true", "1--", "sleep(5)", "(select ...)", "x like '%'";
+    not "pepper", "2 people" or "1960" (prose after "or"/"and").
     """
     while _at(tokens, i)[0] == LPAREN or _at(tokens, i)[1] in ("not", "!", "-", "~"):
         i += 1
