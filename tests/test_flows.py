@@ -431,8 +431,46 @@ def test_reassembly_matches_first_copy_model(segments: list[tuple[int, bytes]], 
     stream, updates = feed_segments(table, segments, isn=isn)
     outputs, conflicts, depth_flags = model_reassembly(segments, depth)
     assert [u.new_data for u in updates] == outputs
+    assert table.buffered_bytes == sum(f.stream.footprint() for f in table.flows() if f.stream)
     assert [bool(u.anomalies) for u in updates] == conflicts
     assert [u.depth_reached for u in updates] == depth_flags
     assert stream == b"".join(outputs)
     assert all(kind == AnomalyKind.RETRANSMISSION_MISMATCH for u in updates
                for kind, _ in u.anomalies)  # fmt: skip
+
+
+def buffered_in_flows(table: FlowTable) -> int:
+    return sum(f.stream.footprint() for f in table.flows() if f.stream is not None)
+
+
+def test_memory_budget_evicts_least_recently_seen_flows() -> None:
+    table = FlowTable(max_buffered_bytes=3000, close_linger=1.0, idle_timeout=50.0)
+    flows = []
+    for i in range(10):
+        handshake_at = 1000 + i
+        table.feed(tcp(handshake_at, flags=TCP_SYN, sport=3000 + i, ack=0), float(i))
+        update = table.feed(tcp(handshake_at + 1, b"a" * 500, sport=3000 + i), float(i))
+        flows.append(update.flow)
+        # Out of order too: held bytes count against the budget.
+        table.feed(tcp(handshake_at + 1 + 600, b"b" * 100, sport=3000 + i), float(i))
+        assert table.buffered_bytes == buffered_in_flows(table)
+        assert table.buffered_bytes <= 3000
+    assert table.evictions > 0
+    live = table.flows()
+    assert flows[-1] in live and flows[0] not in live
+    # Closing frees held bytes; expiry frees the rest.
+    last = flows[-1]
+    table.feed(tcp(1009 + 1 + 500, flags=TCP_RST, sport=3009), 20.0)
+    assert last.closed and table.buffered_bytes == buffered_in_flows(table)
+    table.feed(tcp(1, flags=TCP_SYN, sport=9999, ack=0), 200.0)
+    table.feed(tcp(2, flags=TCP_ACK, sport=9999), 200.0)
+    assert len(table) == 1 and table.buffered_bytes == 0
+
+
+def test_reset_depth_releases_buffered_bytes() -> None:
+    table = FlowTable()
+    flow = handshake(table).flow
+    table.feed(tcp(ISN + 1, REQUEST), 2.0)
+    assert table.buffered_bytes == len(REQUEST)
+    table.reset_depth(flow)
+    assert table.buffered_bytes == 0

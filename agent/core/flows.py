@@ -17,8 +17,9 @@ Owns: `FlowTable.feed(packet, now) -> FlowUpdate`. Pure (time comes from the cal
   flow to a short-lived "closing" list (`close_linger` seconds) so trailing ACKs
   and retransmissions keep the same flow. New client bytes after the close
   (e.g. after a forged RST) reopen it instead of starting a flow with a new id.
-- Bounded: at most `max_flows` flows (least recently seen evicted, counted in
-  `evictions`); idle flows expire lazily in `feed` (counted in `expirations`).
+- Bounded: at most `max_flows` flows, and at most about `max_buffered_bytes` of
+  stream buffers in all (closing, then least recently seen flows are evicted;
+  counted in `evictions`); idle flows expire lazily in `feed` (`expirations`).
 - IP fragments touch their flow but never add stream bytes (see decode.py).
 """
 
@@ -61,6 +62,11 @@ class ClientStream:
     held_mask: bytearray | None = None
     beyond_depth: bool = False  # a segment carried bytes past depth
     depth_reported: bool = False
+
+    def footprint(self) -> int:
+        """Bytes this stream holds in buffers."""
+        held = self.held
+        return len(self.data) + (2 * len(held) if held is not None else 0)
 
     def restart(self) -> None:
         """Forget the delivered bytes: offset 0 becomes the next byte, depth counts anew."""
@@ -209,17 +215,21 @@ class FlowTable:
         idle_timeout: float = 120.0,
         depth: int = 16384,
         server_ports: frozenset[int] = frozenset({80, 8000, 8080, 6862, 6870}),
+        *,
         close_linger: float = 5.0,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
     ) -> None:
-        if max_flows < 1 or depth < 1:
-            raise ValueError("max_flows and depth must be positive")
+        if max_flows < 1 or depth < 1 or max_buffered_bytes < 1:
+            raise ValueError("max_flows, depth and max_buffered_bytes must be positive")
         self.max_flows = max_flows
         self.idle_timeout = idle_timeout
         self.depth = depth
         self.server_ports = server_ports
         self.close_linger = close_linger
-        self.evictions = 0
-        self.expirations = 0
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered_bytes = 0  # stream bytes held by all flows
+        self.evictions = 0  # flows dropped for room (max_flows or max_buffered_bytes)
+        self.expirations = 0  # flows dropped as idle (or after their close linger)
         # Both ordered oldest first: active by last touch, closing by close time.
         self._active: OrderedDict[_FlowLookup, Flow] = OrderedDict()
         self._closing: OrderedDict[_FlowLookup, Flow] = OrderedDict()
@@ -249,6 +259,7 @@ class FlowTable:
         if flow is not None:
             if now - flow.last_seen > self.idle_timeout:
                 del self._active[lookup]
+                self._forget(flow)
                 self.expirations += 1
                 flow = None
             else:
@@ -257,6 +268,7 @@ class FlowTable:
             flow = self._closing.get(lookup)
             if flow is not None and now - flow.closed_at > self.close_linger:
                 del self._closing[lookup]
+                self._forget(flow)
                 self.expirations += 1
                 flow = None
         if pkt.proto != PROTO_TCP or pkt.fragment:
@@ -302,8 +314,11 @@ class FlowTable:
                     # In-order segment inside depth: the common case.
                     data += payload
                     new_data = payload
+                    self.buffered_bytes += len(payload)
                 else:
+                    before = stream.footprint()
                     new_data, mismatches = stream.add(offset, payload, self.depth)
+                    self.buffered_bytes += stream.footprint() - before
                     if mismatches:
                         anomalies = tuple(
                             (AnomalyKind.RETRANSMISSION_MISMATCH, m) for m in mismatches
@@ -328,6 +343,8 @@ class FlowTable:
         elif flags & TCP_RST or (flow.client_fin and flow.server_fin):
             closed = True
             self._close(lookup, flow, now)
+        if self.buffered_bytes > self.max_buffered_bytes:
+            self._shed(flow)
         return FlowUpdate(flow, to_server, new_data, anomalies, depth_reached, closed)
 
     def reset_depth(self, flow: Flow) -> None:
@@ -338,8 +355,11 @@ class FlowTable:
         later retransmissions of them are no longer compared. Bytes already dropped
         because depth was reached stay lost: call it before depth is reached.
         """
-        if flow.stream is not None:
-            flow.stream.restart()
+        stream = flow.stream
+        if stream is not None:
+            before = stream.footprint()
+            stream.restart()
+            self.buffered_bytes += stream.footprint() - before
 
     def _is_new_connection(self, flow: Flow, pkt: Packet) -> bool:
         """A SYN on a known flow: a new connection reusing the 5-tuple, or a retransmission."""
@@ -359,7 +379,7 @@ class FlowTable:
     def _create(self, lookup: _FlowLookup, pkt: Packet, now: float) -> Flow:
         if len(self._active) + len(self._closing) >= self.max_flows:
             victims = self._closing if self._closing else self._active
-            victims.popitem(last=False)
+            self._forget(victims.popitem(last=False)[1])
             self.evictions += 1
         client_is_src = True
         midstream = False
@@ -410,7 +430,8 @@ class FlowTable:
         self._active.pop(lookup, None)
         self._closing[lookup] = flow
         stream = flow.stream
-        if stream is not None:  # nothing will fill the gap now
+        if stream is not None and stream.held is not None:  # nothing will fill the gap now
+            self.buffered_bytes -= 2 * len(stream.held)
             stream.held = stream.held_mask = None
         self._next_expiry = min(self._next_expiry, now + self.close_linger)
 
@@ -423,6 +444,23 @@ class FlowTable:
     def _remove(self, lookup: _FlowLookup, flow: Flow) -> None:
         if self._active.pop(lookup, None) is None:
             self._closing.pop(lookup, None)
+        self._forget(flow)
+
+    def _forget(self, flow: Flow) -> None:
+        """Account for the buffers of a flow that left the table."""
+        if flow.stream is not None:
+            self.buffered_bytes -= flow.stream.footprint()
+
+    def _shed(self, keep: Flow) -> None:
+        """Over the memory budget: evict flows, closing then least recently seen, not `keep`."""
+        for flows in (self._closing, self._active):
+            while flows and self.buffered_bytes > self.max_buffered_bytes:
+                lookup, victim = next(iter(flows.items()))
+                if victim is keep:
+                    break
+                del flows[lookup]
+                self._forget(victim)
+                self.evictions += 1
 
     def _expire(self, now: float) -> None:
         """Drop up to a batch of stale flows and note when the next one can go stale."""
@@ -434,6 +472,7 @@ class FlowTable:
             if now - flow.last_seen <= idle:
                 break
             del active[lookup]
+            self._forget(flow)
             self.expirations += 1
             budget -= 1
         closing = self._closing
@@ -443,6 +482,7 @@ class FlowTable:
             if now - flow.closed_at <= linger:
                 break
             del closing[lookup]
+            self._forget(flow)
             self.expirations += 1
             budget -= 1
         if not budget:
