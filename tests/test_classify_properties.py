@@ -66,3 +66,15 @@ def test_integer_type_is_strict(value: str) -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_numbers_pass_number_type(number: float) -> None:
     assert classify_value(repr(number), ArgumentType.NUMBER) == ()
+
+
+# Lone surrogates reach the classifier when the HTTP layer decodes with surrogateescape.
+odd_characters = st.sampled_from(
+    ["\udc80", "\ud800", "\x00", "\ufffd", "\uff1c", "\uff07", "\u2028", "\x85", "&#xd800;"]
+)
+
+
+@given(st.lists(st.one_of(odd_characters, attack_alphabet), max_size=40).map("".join))
+def test_total_on_odd_code_points(value: str) -> None:
+    check_shape(classify_value(value, None))
+    check_shape(classify_value(value, ArgumentType.INTEGER))
