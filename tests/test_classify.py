@@ -153,6 +153,8 @@ XSS_BY_EVASION = {
         "&#0000116&#0000058&#0000097&#0000108&#0000101&#0000114&#0000116&#0000040&#0000039&#0000088"
         "&#0000083&#0000083&#0000039&#0000041>",
         "&amp;lt;script&amp;gt;alert(1)",
+        "&ltscript&gtalert(1)&lt/script&gt",  # named references without ";"
+        "&#x6A&#x61&#x76&#x61&#x73&#x63&#x72&#x69&#x70&#x74&#x3A&#x61&#x6C&#x65&#x72&#x74&#x28&#x31&#x29",
     ],
     "js-escapes": [
         "\\x3cscript\\x3ealert(1)\\x3c/script\\x3e",
