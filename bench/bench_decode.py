@@ -9,6 +9,7 @@ many flows interleaved as on a busy gateway.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import struct
 import sys
@@ -143,8 +144,8 @@ def main() -> None:
             now += 0.00001
             table.feed(p, now)
 
-    def decode_and_feed() -> None:
-        table = FlowTable()
+    def decode_and_feed(max_flows: int = 65536) -> None:
+        table = FlowTable(max_flows=max_flows)
         now = 1000.0
         stream_bytes = 0
         for r in raw:
@@ -158,8 +159,20 @@ def main() -> None:
             isinstance(r, Packet)
 
     base = best_of(args.rounds, loop_only)
+    def full_table() -> None:
+        # A table smaller than the concurrent flows: every new flow evicts one.
+        decode_and_feed(max_flows=args.concurrent // 2)
+
+    def without_gc() -> None:
+        gc.disable()
+        try:
+            decode_and_feed()
+        finally:
+            gc.enable()
+
     for name, fn in (("decode_ip", decode_only), ("FlowTable.feed", feed_only),
-                     ("decode_ip + feed", decode_and_feed)):  # fmt: skip
+                     ("decode_ip + feed", decode_and_feed),
+                     ("  table full", full_table), ("  gc disabled", without_gc)):  # fmt: skip
         t = best_of(args.rounds, fn)
         print(f"{name:20s} {t / n * 1e6:6.2f} us/packet  {n / t:10,.0f} packets/s  "
               f"(loop overhead {base / n * 1e6:.2f} us/packet included)")  # fmt: skip
