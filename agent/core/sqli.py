@@ -479,6 +479,8 @@ def _case_at(tokens: list[Token], i: int) -> bool:
 
 def _breakout_findings(tokens: list[Token], start: int, quoted: bool) -> str | None:
     """Shapes after the break-out; also after a leading comparison ("x`=`1` and ...")."""
+    if quoted and [t for _, t in tokens[start : start + 3]] == ["in", "boolean", "mode"]:
+        start += 3  # MySQL full-text search: "match(x) against('...' in boolean mode)"
     for _ in range(3):
         found = _breakout_at(tokens, start, quoted)
         if found is not None or not quoted:
