@@ -99,3 +99,28 @@ def test_reader_binds_and_closes_in_a_namespace_without_traffic(lab: Lab) -> Non
         timeout=10,
     ).stdout.split()
     assert out == ["0", "True"]
+
+
+LATENCY = r"""
+import select, subprocess, sys, time
+from agent.kernel.nflog import NflogReader
+with NflogReader(int(sys.argv[1])) as reader:
+    started = time.monotonic()
+    ping = subprocess.Popen(["ping", "-n", "-q", "-c", "1", "-W", "1", sys.argv[2]],
+                            stdout=subprocess.DEVNULL)
+    got = []
+    while not got and time.monotonic() - started < 3:
+        select.select([reader], [], [], 0.05)
+        got = reader.read_messages()
+    print(got[0].prefix if got else "none", time.monotonic() - started)
+    ping.wait()
+"""
+
+
+def test_a_lone_log_message_is_not_held_back_for_a_second(lab: Lab) -> None:
+    # The kernel's default batching (100 messages or 1 s) would hold it ~1 s.
+    with kernel_state(lab.gateway) as nft:
+        nft.apply(render_ruleset(lab_spec(log_group=14)))
+        out = lab.gateway.python(LATENCY, "14", str(IOC_V4), timeout=15).stdout.split()
+    assert out[0] == "rf:ioc_v4:dst"  # the gateway's own ping, output hook
+    assert float(out[1]) < 0.6

@@ -31,6 +31,8 @@ NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
 NFULA_CFG_CMD = 1
 NFULA_CFG_MODE = 2
+NFULA_CFG_TIMEOUT = 4
+NFULA_CFG_QTHRESH = 5
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_CFG_CMD_UNBIND = 2
 NFULNL_COPY_PACKET = 2
@@ -115,7 +117,20 @@ def parse_nflog_batch(data: bytes) -> list[NflogMessage]:
 class NflogReader:
     """Bound to one NFLOG group; `read_messages` never blocks (select on `fileno()`)."""
 
-    def __init__(self, group: int, copy_range: int = 128, rcvbuf: int = DEFAULT_RCVBUF) -> None:
+    def __init__(
+        self,
+        group: int,
+        copy_range: int = 128,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        *,
+        batch_messages: int = 64,
+        flush_timeout_s: float = 0.1,
+    ) -> None:
+        """`batch_messages`/`flush_timeout_s`: the kernel sends when either is reached.
+
+        The kernel's defaults (100 messages, 1 s) hold a quiet period's last log
+        messages back for up to a second.
+        """
         self.group = group
         self.copy_range = copy_range
         self.lost_overruns = 0  # ENOBUFS events: the kernel dropped messages for us
@@ -128,6 +143,10 @@ class NflogReader:
             self._configure(attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), "bind")
             mode = struct.pack("!IBx", copy_range, NFULNL_COPY_PACKET)
             self._configure(attr(NFULA_CFG_MODE, mode), "copy mode")
+            self._configure(attr(NFULA_CFG_QTHRESH, BE32.pack(max(1, batch_messages))),
+                            "queue threshold")
+            timeout_cs = max(1, round(flush_timeout_s * 100))  # the kernel counts 1/100 s
+            self._configure(attr(NFULA_CFG_TIMEOUT, BE32.pack(timeout_cs)), "flush timeout")
             self._sock.setblocking(False)
         except BaseException:
             self._sock.close()
