@@ -2,6 +2,11 @@
 
     python bench/bench_detection.py            # .venv: our classifier only
     /tmp/venv/bin/python bench/bench_detection.py   # + libinjection reference column
+    python bench/bench_detection.py --sqlmap-dir DIR   # + every sqlmap combination
+
+With --sqlmap-dir (an unpacked sqlmap wheel), also every compatible sqlmap
+boundary x payload template combination, each tamper applied to 1,500 of them,
+and 20 more seeds of the generated XSS evasions (beyond the corpus samples).
 
 Prints, per class (SQLi, XSS, type violation): recall on the attack corpora,
 false-positive rate on the benign corpora, for an untyped argument and for `num`
@@ -14,6 +19,8 @@ inflates them less than wall-clock time would.
 
 from __future__ import annotations
 
+import argparse
+import random
 import statistics
 import sys
 import time
@@ -75,7 +82,29 @@ def per_value_us(values: list[str], fn: Callable[[str], object], rounds: int = 5
     return best
 
 
+def extended(sqlmap_dir: Path) -> None:
+    """Beyond the corpus: all sqlmap combinations, all tampers, more XSS seeds."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import build_corpus  # a sibling script, only needed for this option
+
+    rng = random.Random(1)
+    combos = build_corpus.unique(build_corpus.sqlmap_payloads(sqlmap_dir, rng, per_test=10_000))
+    print("\n== beyond the corpus")
+    print(f"  sqlmap, every boundary x template  {pct(rate(combos, ours(EvidenceKind.SQLI)))}")
+    sample = rng.sample(combos, min(1500, len(combos)))
+    tampered = [tamper(v) for _, tamper in build_corpus.sqli_tampers(rng) for v in sample]
+    print(f"  sqlmap x every tamper              {pct(rate(tampered, ours(EvidenceKind.SQLI)))}")
+    xss_more: list[str] = []
+    for _ in range(20):
+        xss_more += build_corpus.xss_generated(rng)
+    xss_more = build_corpus.unique(xss_more)
+    print(f"  generated XSS evasions, 20 seeds   {pct(rate(xss_more, ours(EvidenceKind.XSS)))}")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sqlmap-dir", type=Path, help="an unpacked sqlmap wheel")
+    args = parser.parse_args()
     sqli, xss = load("sqli.txt"), load("xss.txt")
     benign, integers = load("benign.txt"), load("integers.txt")
     h_sqli, h_xss, h_benign = (
@@ -161,6 +190,8 @@ def main() -> int:
         worst = max(worst, growth)
         print(f"  {label:12s} " + "  ".join(cells) + f"   µs/byte 1K→8K x{growth:4.2f}")
     print(f"  worst µs/byte growth 1K→8K: x{worst:.2f} (≈1 means linear)")
+    if args.sqlmap_dir is not None:
+        extended(args.sqlmap_dir)
     sizes = [len(v) for v in benign]
     print(f"\n(benign values: median {statistics.median(sizes):.0f} chars, max {max(sizes)})")
     return 0

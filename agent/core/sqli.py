@@ -316,6 +316,9 @@ def _plus_is_space(text: str, pos: int, tokens: list[Token]) -> bool:
     """A `+` next to a keyword is a query-string space ("union+select"), not addition."""
     if tokens and tokens[-1][0] in (KW, LOGIC):
         return True
+    # "in+boolean+mode": between two words it is a space (identifiers are not added).
+    if tokens and tokens[-1][0] == WORD and text[pos + 1 : pos + 2].isalpha():
+        return True
     if text.startswith(("--", "#"), pos + 1):  # "'+or+1+--"
         return True
     word = _WORD_RE.match(text, pos + 1)
@@ -656,10 +659,10 @@ def _anywhere_findings(tokens: list[Token]) -> str | None:
                 return f"encoded string: {text}()"
             if text in CONDITIONAL_FUNCS and _constant_comparison(tokens, i + 2):
                 return f"conditional {text}()"
-        elif kind == LPAREN and _constant_comparison(tokens, i + 1):
-            after = _at(tokens, i + 4)
+        elif kind == LPAREN and (length := _constant_comparison(tokens, i + 1)):
+            after = _at(tokens, i + 1 + length)
             if after[0] == RPAREN and (
-                _at(tokens, i + 5)[0] in (OP, COMMA)
+                _at(tokens, i + 2 + length)[0] in (OP, COMMA)
                 or (i and tokens[i - 1][0] in (OP, COMMA, LOGIC))
             ):
                 return "arithmetic on a comparison"
@@ -678,14 +681,19 @@ def _select_has_body(tokens: list[Token], i: int) -> bool:
     )
 
 
-def _constant_comparison(tokens: list[Token], i: int) -> bool:
-    """tokens[i:] is "1=1", "'a'='b'", "5423<>5424": constants compared (a tautology probe)."""
+def _constant_comparison(tokens: list[Token], i: int) -> int:
+    """Length of the constant comparison at tokens[i] ("1=1", "'a'='b'", "5423<>5424",
+    "1 between 2 and 3": a tautology probe), 0 if there is none.
+    """
     left, op, right = _at(tokens, i), _at(tokens, i + 1), _at(tokens, i + 2)
     if left[0] not in (NUM, STR, USTR) or right[0] not in (NUM, STR, USTR):
-        return False
+        return 0
     if op[1] == "between":
-        return _at(tokens, i + 3)[1] == "and" and _at(tokens, i + 4)[0] in (NUM, STR, USTR)
-    return op[1] in ("=", "<", ">", "<=", ">=", "<>", "!=", "<=>", "==", "like", "rlike")
+        upper = _at(tokens, i + 4)[0] in (NUM, STR, USTR)
+        return 5 if _at(tokens, i + 3)[1] == "and" and upper else 0
+    return (
+        3 if op[1] in ("=", "<", ">", "<=", ">=", "<>", "!=", "<=>", "==", "like", "rlike") else 0
+    )
 
 
 def _cast_as_type(tokens: list[Token], i: int) -> bool:
