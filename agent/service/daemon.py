@@ -37,7 +37,13 @@ from agent.kernel.queue_backend import probe_queue_backend
 from agent.kernel.xt_queue import XtQueueRules
 from agent.logsetup import configure_logging, get_logger
 from agent.service.sdnotify import Notifier, watchdog_interval
-from agent.service.worker import ReloadMessage, StopMessage, log_decision, worker_main
+from agent.service.worker import (
+    ReloadMessage,
+    StopMessage,
+    freeze_long_lived,
+    log_decision,
+    worker_main,
+)
 from agent.wiring import build_detector
 
 _PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
@@ -324,10 +330,9 @@ class Agent:
             self.notifier.ready(self._status_line(state))
             return state
         for worker in state.workers:
-            worker.control.send(ReloadMessage(settings, snapshot))
-        for worker in state.workers:
-            if worker.control.poll(RELOAD_ACK_TIMEOUT):
-                worker.control.recv()
+            worker.control.send(ReloadMessage.of(settings, snapshot))
+        self._await_reload_acks(state, snapshot.intel_version)
+        freeze_long_lived()
         old_ids, new_ids = _indicator_keys(state.snapshot), _indicator_keys(snapshot)
         new_state = _State(
             settings,
@@ -349,6 +354,23 @@ class Agent:
         )
         self.notifier.ready(self._status_line(new_state))
         return new_state
+
+    def _await_reload_acks(self, state: _State, intel_version: str) -> None:
+        deadline = time.monotonic() + RELOAD_ACK_TIMEOUT
+        for worker in state.workers:
+            ack = None
+            with contextlib.suppress(EOFError, OSError):
+                if worker.control.poll(max(0.0, deadline - time.monotonic())):
+                    ack = worker.control.recv()
+            if ack is None or ack[2] != intel_version:
+                # Killed, so the main loop restarts it on the new state: no worker
+                # may keep deciding on old intel.
+                self.log.error(
+                    "worker_reload_failed", queue=worker.queue_num, ack=repr(ack),
+                    intel_version=intel_version,
+                )
+                worker.process.kill()
+                worker.process.join(timeout=1)
 
     def stop(self, state: _State) -> None:
         self.notifier.stopping()

@@ -8,6 +8,7 @@ its detector without losing flows.
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -18,7 +19,8 @@ from typing import Any
 from agent.config import Settings
 from agent.core.decision import Decision, PacketMeta, Verdict
 from agent.events import decision_event
-from agent.intel.snapshot import IntelSnapshot
+from agent.intel.model import Campaign
+from agent.intel.snapshot import IntelSnapshot, build_snapshot
 from agent.kernel.nfqueue_inspector import QueueInspector
 from agent.logsetup import get_logger
 from agent.wiring import build_core, build_detector, limits_from_settings
@@ -28,13 +30,39 @@ POLL_SECONDS = 1.0
 
 @dataclass(frozen=True, slots=True)
 class ReloadMessage:
+    """New settings and intel for a worker. The snapshot itself holds closures (its
+    address matcher) that cannot be pickled, so the campaigns travel and the worker
+    rebuilds the snapshot; `intel_version` lets the main process check they agree."""
+
     settings: Settings
-    snapshot: IntelSnapshot
+    campaigns: tuple[Campaign, ...]
+    intel_version: str
+
+    @classmethod
+    def of(cls, settings: Settings, snapshot: IntelSnapshot) -> ReloadMessage:
+        return cls(picklable_settings(settings), snapshot.campaigns, snapshot.intel_version)
+
+
+def picklable_settings(settings: Settings) -> Settings:
+    """The same values as a plain `Settings`: `load_settings` returns an instance of a
+    class made at run time (bound to its TOML file), which pickle cannot name."""
+    if type(settings) is Settings:
+        return settings
+    return Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
 
 
 @dataclass(frozen=True, slots=True)
 class StopMessage:
     pass
+
+
+def freeze_long_lived() -> None:
+    """Move what exists now (intel, detector) out of the GC's reach: it lives until the
+    next reload, and collections that re-scan it would stall packet decisions.
+    Unfreezing first lets the previous intel's cycles be collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def log_decision(
@@ -62,6 +90,7 @@ def worker_main(
     log = get_logger()
     parent = os.getppid()
     core = build_core(settings, snapshot)
+    freeze_long_lived()
     state = {"settings": settings}
 
     def on_decision(decision: Decision, meta: PacketMeta) -> None:
@@ -107,10 +136,13 @@ def worker_main(
                     inspector.process_pending()
                     return
                 if isinstance(message, ReloadMessage):
+                    snapshot = build_snapshot(message.campaigns)
                     state["settings"] = message.settings
-                    core.swap_detector(build_detector(message.settings, message.snapshot))
+                    core.swap_detector(build_detector(message.settings, snapshot))
                     core.limits = limits_from_settings(message.settings)
-                    control.send(("reloaded", queue_num, message.snapshot.intel_version))
+                    del snapshot
+                    freeze_long_lived()
+                    control.send(("reloaded", queue_num, core.detector.intel_version))
                 elif message == "stats":
                     control.send(("stats", queue_num, inspector.counters, len(core.flows)))
     finally:
