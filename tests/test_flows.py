@@ -474,3 +474,12 @@ def test_reset_depth_releases_buffered_bytes() -> None:
     assert table.buffered_bytes == len(REQUEST)
     table.reset_depth(flow)
     assert table.buffered_bytes == 0
+
+
+def test_forged_rst_during_a_gap_does_not_lose_held_bytes() -> None:
+    table = FlowTable()
+    handshake(table)
+    assert table.feed(tcp(ISN + 1 + 30, REQUEST[30:]), 2.0).new_data == b""
+    assert table.feed(tcp(ISN + 5000, flags=TCP_RST), 2.1).closed
+    head = table.feed(tcp(ISN + 1, REQUEST[:30]), 2.2)
+    assert head.new_data == REQUEST and not head.flow.closed

@@ -15,8 +15,10 @@ Owns: `FlowTable.feed(packet, now) -> FlowUpdate`. Pure (time comes from the cal
   at most 2 x depth for held bytes and their mask.
 - Closing: RST, or FIN from both sides, reports `closed=True` once and moves the
   flow to a short-lived "closing" list (`close_linger` seconds) so trailing ACKs
-  and retransmissions keep the same flow. New client bytes after the close
-  (e.g. after a forged RST) reopen it instead of starting a flow with a new id.
+  and retransmissions keep the same flow; its delivered bytes are freed. Client
+  bytes after the close (e.g. after a forged RST) reopen it instead of starting
+  a flow with a new id: they continue the stream (older bytes are no longer
+  compared), and bytes held across a gap are kept for that.
 - Bounded: at most `max_flows` flows, and at most about `max_buffered_bytes` of
   stream buffers in all (closing, then least recently seen flows are evicted;
   counted in `evictions`); idle flows expire lazily in `feed` (`expirations`).
@@ -430,9 +432,13 @@ class FlowTable:
         self._active.pop(lookup, None)
         self._closing[lookup] = flow
         stream = flow.stream
-        if stream is not None and stream.held is not None:  # nothing will fill the gap now
-            self.buffered_bytes -= 2 * len(stream.held)
-            stream.held = stream.held_mask = None
+        if stream is not None:
+            # Free the delivered bytes (a table under load is mostly closing flows). Held
+            # bytes stay: after a forged RST the gap may still fill, and bytes after the
+            # close continue the stream at offset 0 of a fresh window.
+            before = stream.footprint()
+            stream.restart()
+            self.buffered_bytes += stream.footprint() - before
         self._next_expiry = min(self._next_expiry, now + self.close_linger)
 
     def _reopen(self, lookup: _FlowLookup, flow: Flow) -> None:
