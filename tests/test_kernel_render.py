@@ -94,11 +94,13 @@ def test_every_set_drops_both_directions_and_logs_new_flows_with_its_own_limit()
     for set_name, family in (("ioc_v4", "ip"), ("ioc_v6", "ip6"),
                              ("ioc_net_v4", "ip"), ("ioc_net_v6", "ip6")):
         for direction, field in (("src", "saddr"), ("dst", "daddr")):
-            drop = f'{family} {field} @{set_name} counter name "{set_name}_{direction}" drop'
-            log = (f"{family} {field} @{set_name} ct state {{ new, untracked }} limit rate "
-                   f'3/second burst 9 packets log prefix "rf:{set_name}:{direction}" group 7')
-            assert drop in text and log in text
-            assert "limit" not in drop
+            chain = f"rf_{set_name}_{direction}"
+            assert f"{family} {field} @{set_name} jump {chain}\n" in text
+            body = text.split(f"chain {chain} {{\n", 1)[1].split("}\n", 1)[0]
+            log, drop = body.strip().splitlines()
+            assert log.strip() == ("ct state { new, untracked } limit rate 3/second burst 9 "
+                                   f'packets log prefix "rf:{set_name}:{direction}" group 7')
+            assert drop.strip() == f'counter name "{set_name}_{direction}" drop'
 
 
 def test_blocked_flow_rules_precede_queue_rules() -> None:

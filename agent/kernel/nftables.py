@@ -150,23 +150,39 @@ def _queue_action(spec: RulesetSpec) -> str:
     return f"queue num {spec.queue_range}" + (f" {','.join(flags)}" if flags else "")
 
 
+def _ioc_chain_name(set_name: str, direction: str) -> str:
+    return f"rf_{set_name}_{direction}"
+
+
 def _ioc_rules(spec: RulesetSpec) -> list[str]:
-    """Log (rate-limited, new flows only) then count and drop, per set and direction."""
+    """One set lookup per set and direction; a hit jumps to that pair's own chain.
+
+    Benign packets (nearly all) then cost 8 lookups, not 16 (log + drop rules).
+    """
     rules: list[str] = []
-    limit = f"limit rate {spec.log_rate_per_second}/second burst {spec.log_burst} packets"
     for set_name in SET_NAMES:
         family = "ip" if set_name.endswith("v4") else "ip6"
         for direction, field in (("src", "saddr"), ("dst", "daddr")):
-            match = f"{family} {field} @{set_name}"
-            prefix = f"rf:{set_name}:{direction}"
-            # The limit sits on the log rule only, so it can never limit the drop.
-            rules.append(
-                f"{match} ct state {{ new, untracked }} {limit} "
-                f'log prefix "{prefix}" group {spec.log_group}'
-            )
-            verdict = "" if spec.dry_run else " drop"
-            rules.append(f'{match} counter name "{_counter_name(set_name, direction)}"{verdict}')
+            rules.append(f"{family} {field} @{set_name} jump "
+                         f"{_ioc_chain_name(set_name, direction)}")
     return rules
+
+
+def _ioc_chains(spec: RulesetSpec) -> list[tuple[str, list[str]]]:
+    """Log (rate-limited, new flows only), then count and drop (counter only in dry-run)."""
+    limit = f"limit rate {spec.log_rate_per_second}/second burst {spec.log_burst} packets"
+    chains: list[tuple[str, list[str]]] = []
+    for set_name in SET_NAMES:
+        for direction in ("src", "dst"):
+            prefix = f"rf:{set_name}:{direction}"
+            verdict = "" if spec.dry_run else " drop"
+            chains.append((_ioc_chain_name(set_name, direction), [
+                # The limit sits on the log rule only, so it can never limit the drop.
+                f"ct state {{ new, untracked }} {limit} "
+                f'log prefix "{prefix}" group {spec.log_group}',
+                f'counter name "{_counter_name(set_name, direction)}"{verdict}',
+            ]))
+    return chains
 
 
 def _block_rules(spec: RulesetSpec) -> list[str]:
@@ -257,6 +273,10 @@ def render_ruleset(spec: RulesetSpec) -> str:
     port_elements = f" elements = {{ {ports} }};" if ports else ""
     lines.append(f"\tset http_ports {{ type inet_service;{port_elements} }}")
     lines.extend(f"\tcounter {name} {{}}" for name in COUNTER_NAMES)
+    for chain, rules in _ioc_chains(spec):
+        lines.append(f"\tchain {chain} {{")
+        lines.extend(f"\t\t{rule}" for rule in rules)
+        lines.append("\t}")
     lines.append(f"\tchain {FILTER_CHAIN} {{")
     filter_rules = (*_ioc_rules(spec), *_block_rules(spec), *_queue_rules(spec))
     lines.extend(f"\t\t{rule}" for rule in filter_rules)
