@@ -16,7 +16,15 @@ from agent.intel.snapshot import IntelSnapshot
 from agent.wiring import build_core
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "samples" / "vuldb"
+# shared/ sits beside the checkout (CI lays a copy there); /work/shared in a session.
+SAMPLES = next(
+    (
+        candidate
+        for candidate in (REPO.parent / "shared" / "samples" / "vuldb", Path("/work/shared/samples/vuldb"))
+        if candidate.is_dir()
+    ),
+    REPO.parent / "shared" / "samples" / "vuldb",
+)
 
 
 def default_settings(**overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from agent.intel.model import (
 )
 from agent.intel.snapshot import NO_IOC_HITS, build_snapshot, intel_version_of
 from agent.intel.sources import detect_format, enrichment_path, load_source, load_sources
+from tests.helpers import SAMPLES
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "intel"
@@ -104,9 +105,9 @@ def test_load_sources_with_format_override() -> None:
     assert result.ok
 
 
-@pytest.mark.skipif(not Path("/work/shared/samples/vuldb").is_dir(), reason="no samples")
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="no samples")
 def test_sample_directory_loads_sorted_without_notice() -> None:
-    result = load_source(Path("/work/shared/samples/vuldb"))
+    result = load_source(SAMPLES)
     assert result.ok
     names = [Path(c.source).name for c in result.campaigns]
     assert names == sorted(names) and "NOTICE.md" not in names and len(names) == 12

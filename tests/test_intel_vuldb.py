@@ -20,8 +20,8 @@ from agent.intel.vuldb import (
     slugify,
     strip_code,
 )
+from tests.helpers import SAMPLES
 
-SAMPLES = Path("/work/shared/samples/vuldb")
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "intel"
 
