@@ -94,7 +94,7 @@ BLOCK = int(sys.argv[1])
 def handle(pkt):
     data = pkt.get_payload()
     blocked = b"EVIL" in data
-    ihl = (data[0] & 15) * 4
+    ihl = 40 if data[0] >> 4 == 6 else (data[0] & 15) * 4
     payload = data[ihl + (data[ihl + 12] >> 4) * 4:]
     print(json.dumps({"payload": len(payload), "head": payload[:8].hex(), "blocked": blocked}),
           flush=True)
@@ -129,6 +129,8 @@ def test_xt_backend_queues_http_payload_and_blocks_marked_flows(lab: Lab) -> Non
             evil = lab.client.curl(f"http://{lab.addr.server_v4}:8080/EVIL")
             after = lab.client.curl(f"http://{lab.addr.server_v4}:8080/")
             echo = lab.client.tcp_connect(lab.addr.server_v4, 7777, payload=b"not queued")
+            fine_v6 = lab.client.curl(f"http://[{lab.addr.server_v6}]:8080/")
+            evil_v6 = lab.client.curl(f"http://[{lab.addr.server_v6}]:8080/EVIL")
             time.sleep(0.2)
         finally:
             out, err = stop(consumer)
@@ -136,9 +138,10 @@ def test_xt_backend_queues_http_payload_and_blocks_marked_flows(lab: Lab) -> Non
         assert fine.status is not None and after.status is not None, (fine, after, err)
         assert evil.status is None and evil.exit_code in (52, 56), evil
         requests = [s for s in seen if bytes.fromhex(s["head"]).startswith(b"GET /")]
-        assert len(requests) == 3, seen  # one request packet per curl; no SYNs, no bare ACKs
+        assert fine_v6.status is not None and evil_v6.status is None, (fine_v6, evil_v6)
+        assert len(requests) == 5, seen  # one request packet per curl; no SYNs, no bare ACKs
         assert all(s["payload"] > 0 for s in seen)
-        assert sum(s["blocked"] for s in seen) == 1  # the blocked flow never came back
+        assert sum(s["blocked"] for s in seen) == 2  # the blocked flows never came back
         counters = nft.counters()
         assert counters["queued_http"][0] == len(seen)
         assert counters["blocked_flow"][0] >= 1
