@@ -346,3 +346,35 @@ def test_sighup_burst_coalesces(service: ServiceRun) -> None:
     assert 1 <= reloads < 20
     assert service.notify.states()[-1] == "READY"
     assert service.proc is not None and service.proc.poll() is None
+
+
+def test_start_failure_after_rules_leaves_no_rules(lab: Lab, service: ServiceRun) -> None:
+    # Another program holds queue 1: the agent's second worker cannot bind it.
+    blocker = lab.gateway.popen(
+        [sys.executable, "-c",
+         "import time\nfrom netfilterqueue import NetfilterQueue\n"
+         "q = NetfilterQueue()\nq.bind(1, lambda p: p.accept())\nprint('bound', flush=True)\n"
+         "time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True, env=python_env(),
+    )
+    try:
+        assert blocker.stdout is not None and blocker.stdout.readline().strip() == "bound"
+        with service.output.open("w") as sink:
+            proc = lab.gateway.popen(
+                [sys.executable, "-m", "agent", "run", "--config", str(service.config)],
+                stdout=sink, stderr=subprocess.STDOUT,
+                env=python_env({"NOTIFY_SOCKET": str(service.notify.path)}),
+            )
+        assert proc.wait(timeout=30) != 0
+        out = service.tail()
+        assert "queue 1" in out and "did not start" in out, out
+        assert service.events("start_failed"), out
+        assert "READY" not in service.notify.states()
+        # Nothing left that would stall or drop traffic.
+        assert "rustyflag" not in lab.gateway.run(["nft", "list", "tables"]).stdout
+        mangle = lab.gateway.run(["iptables-nft", "-t", "mangle", "-S"], check=False).stdout
+        assert "NFQUEUE" not in mangle, mangle
+        assert lab.client.ping(ADDR.server_v4, count=1, timeout=2.0).ok
+    finally:
+        blocker.terminate()
+        blocker.wait(timeout=5)

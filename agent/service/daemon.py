@@ -22,12 +22,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from agent.config import Settings, load_settings
+from agent.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from agent.core.decision import Decision, FlowKey, PacketMeta, Verdict
 from agent.core.decode import DecodeFailure, decode_ip
 from agent.core.detector import Detector
 from agent.errors import AgentError, ConfigError, Problem
-from agent.intel.loading import load_intel
+from agent.intel.loading import load_intel, resolve_sources
 from agent.intel.snapshot import IntelSnapshot
 from agent.kernel.commands import CommandRunner
 from agent.kernel.errors import KernelError
@@ -35,10 +35,13 @@ from agent.kernel.nflog import NflogMessage, NflogReader
 from agent.kernel.nftables import NftablesAdapter, RulesetSpec, render_ruleset, render_set_update
 from agent.kernel.queue_backend import probe_queue_backend
 from agent.kernel.xt_queue import XtQueueRules
-from agent.logsetup import configure_logging, get_logger
+from agent.logsetup import get_logger
+from agent.service.logfile import LogSink
+from agent.service.permissions import source_problems
 from agent.service.sdnotify import Notifier, watchdog_interval
 from agent.service.worker import (
     ReloadMessage,
+    ReopenLogMessage,
     StopMessage,
     freeze_long_lived,
     log_decision,
@@ -115,6 +118,7 @@ class Agent:
         extra_intel: list[Path],
         include_configured: bool,
         dry_run_flag: bool,
+        log_sink: LogSink | None = None,
     ) -> None:
         self.config_path = config_path
         self.extra_intel = extra_intel
@@ -125,6 +129,7 @@ class Agent:
         self.runner = CommandRunner()
         self.backend = "nft"
         self.nflog: NflogReader | None = None
+        self.log_sink = log_sink if log_sink is not None else LogSink()
         self._signals: list[int] = []
         self._mp = multiprocessing.get_context("fork")
 
@@ -134,6 +139,13 @@ class Agent:
         settings = load_settings(self.config_path)
         if self.dry_run_flag:
             settings = settings.model_copy(update={"mode": "dry-run"})
+        if os.geteuid() == 0:
+            sources = resolve_sources(
+                settings, self.extra_intel, include_configured=self.include_configured
+            )
+            unsafe = source_problems(self._config_file(), sources)
+            if unsafe:
+                raise AgentError(unsafe)
         load = load_intel(settings, self.extra_intel, include_configured=self.include_configured)
         for warning in load.warnings:
             self.log.warning("intel_warning", problem=str(warning))
@@ -142,6 +154,11 @@ class Agent:
                 [Problem(p.source.path, p.source.line, p.message) for p in load.errors]
             )
         return settings, load.snapshot
+
+    def _config_file(self) -> Path | None:
+        if self.config_path is not None:
+            return self.config_path
+        return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
     def _choose_backend(self, settings: Settings) -> str:
         probe = probe_queue_backend(self.runner)
@@ -206,10 +223,23 @@ class Agent:
         )
         process.start()
         child_end.close()
-        if not parent_end.poll(WORKER_START_TIMEOUT):
+        message = None
+        with contextlib.suppress(EOFError, OSError):
+            if parent_end.poll(WORKER_START_TIMEOUT):
+                message = parent_end.recv()
+        if message is None:
             process.kill()
-            raise AgentError([Problem(f"queue {queue_num}", 0, "inspector worker did not start")])
-        message = parent_end.recv()
+            process.join(timeout=1)
+            raise AgentError(
+                [
+                    Problem(
+                        f"queue {queue_num}",
+                        0,
+                        f"inspector worker did not start (exit code {process.exitcode}); "
+                        "is another program bound to this NFQUEUE number?",
+                    )
+                ]
+            )
         self.log.info("worker_started", queue=queue_num, pid=process.pid, intel_version=message[2])
         return _Worker(queue_num, process, parent_end)
 
@@ -272,10 +302,23 @@ class Agent:
         self.backend = self._choose_backend(settings)
         spec = ruleset_spec(settings, snapshot, self.backend)
         self.nflog = NflogReader(settings.nft.log_group)
-        self._apply_full(settings, spec)
         state = _State(settings, snapshot, build_detector(settings, snapshot), spec)
-        for queue_num in settings.queue.nums:
-            state.workers.append(self._start_worker(queue_num, settings, snapshot))
+        self._apply_full(settings, spec)
+        try:
+            for queue_num in settings.queue.nums:
+                state.workers.append(self._start_worker(queue_num, settings, snapshot))
+        except BaseException as exc:
+            # Rules are in but not every queue has a reader: take the queue rules out
+            # (nothing may wait for a verdict), then what `stop` always does.
+            self.log.error(
+                "start_failed",
+                problem=f"{type(exc).__name__}: {exc}",
+                action="removing queue rules"
+                + ("" if settings.nft.keep_rules_on_stop else " and the table"),
+            )
+            self.stop(state)
+            raise
+        freeze_long_lived()
         self._log_rules(state, "rules_applied")
         return state
 
@@ -314,6 +357,8 @@ class Agent:
                 )
             spec = ruleset_spec(settings, snapshot, self.backend)
             detector = build_detector(settings, snapshot)
+            if settings.log != state.settings.log:
+                self.log_sink.apply(settings.log)
             if _structural(state.spec, spec):
                 self._apply_full(settings, spec)
             else:
@@ -394,7 +439,7 @@ class Agent:
     def serve(self) -> int:
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(write_fd)
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
         state = self.start()
         self.notifier.ready(self._status_line(state))
@@ -418,6 +463,8 @@ class Agent:
                 signals, self._signals = self._signals, []
                 if signal.SIGTERM in signals or signal.SIGINT in signals:
                     break
+                if signal.SIGUSR1 in signals:
+                    self._reopen_logs(state)
                 if signal.SIGHUP in signals:
                     # Signals that arrived during a reload coalesce into one more reload.
                     state = self.reload(state)
@@ -427,6 +474,18 @@ class Agent:
         finally:
             self.stop(state)
         return 0
+
+    def _reopen_logs(self, state: _State) -> None:
+        try:
+            self.log_sink.reopen()
+        except AgentError as exc:
+            # Keep logging where we were; the error goes there.
+            self.log.error("log_reopen_failed", problem=str(exc.problems[0]))
+            return
+        for worker in state.workers:
+            with contextlib.suppress(OSError):
+                worker.control.send(ReopenLogMessage())
+        self.log.info("log_reopened", output=state.settings.log.output)
 
     def _restart_dead_workers(self, state: _State) -> None:
         for index, worker in enumerate(state.workers):
@@ -440,12 +499,15 @@ class Agent:
 
 
 def run_agent(settings: Settings, args: argparse.Namespace) -> int:
-    configure_logging(level=settings.log.level, fmt=settings.log.format)
+    sink = LogSink()
+    sink.apply(settings.log)
     if os.geteuid() != 0:
         raise AgentError(
             [Problem("run", 0, "needs root (CAP_NET_ADMIN) to manage nftables and NFQUEUE")]
         )
-    agent = Agent(args.config, list(args.intel), not args.no_default_intel, bool(args.dry_run))
+    agent = Agent(
+        args.config, list(args.intel), not args.no_default_intel, bool(args.dry_run), sink
+    )
     try:
         return agent.serve()
     except KernelError as exc:

@@ -8,6 +8,7 @@ its detector without losing flows.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import select
@@ -18,11 +19,13 @@ from typing import Any
 
 from agent.config import Settings
 from agent.core.decision import Decision, PacketMeta, Verdict
+from agent.errors import AgentError
 from agent.events import decision_event
 from agent.intel.model import Campaign
 from agent.intel.snapshot import IntelSnapshot, build_snapshot
 from agent.kernel.nfqueue_inspector import QueueInspector
 from agent.logsetup import get_logger
+from agent.service.logfile import LogSink
 from agent.wiring import build_core, build_detector, limits_from_settings
 
 POLL_SECONDS = 1.0
@@ -54,6 +57,11 @@ def picklable_settings(settings: Settings) -> Settings:
 @dataclass(frozen=True, slots=True)
 class StopMessage:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenLogMessage:
+    """SIGUSR1 reached the main process: open log.output again (after rotation)."""
 
 
 def freeze_long_lived() -> None:
@@ -88,6 +96,10 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log = get_logger()
+    # Inherited logging writes to the parent's stream; a reopen gives this
+    # process its own.
+    sink = LogSink()
+    sink.settings = settings.log
     parent = os.getppid()
     core = build_core(settings, snapshot)
     freeze_long_lived()
@@ -107,17 +119,22 @@ def worker_main(
     def on_error(exc: BaseException) -> None:
         log.error("inspector_error", worker=queue_num, error=f"{type(exc).__name__}: {exc}")
 
-    inspector = QueueInspector(
-        queue_num,
-        core.decide,
-        on_decision,
-        on_error,
-        block_mark=settings.nft.block_mark,
-        max_len=settings.queue.max_len,
-        socket_buffer=settings.queue.socket_buffer,
-        fail_open_on_overload=settings.queue.fail_open_on_overload,
-        fail_closed_on_error=settings.queue.fail_closed,
-    )
+    try:
+        inspector = QueueInspector(
+            queue_num,
+            core.decide,
+            on_decision,
+            on_error,
+            block_mark=settings.nft.block_mark,
+            max_len=settings.queue.max_len,
+            socket_buffer=settings.queue.socket_buffer,
+            fail_open_on_overload=settings.queue.fail_open_on_overload,
+            fail_closed_on_error=settings.queue.fail_closed,
+        )
+    except OSError as exc:
+        # One JSON line, not a traceback; the main process reports the failed start.
+        log.error("worker_start_failed", worker=queue_num, error=str(exc))
+        raise SystemExit(1) from None
     control.send(("ready", queue_num, snapshot.intel_version))
     try:
         while os.getppid() == parent:
@@ -135,7 +152,13 @@ def worker_main(
                     # Drain what is queued so nothing waits for a verdict.
                     inspector.process_pending()
                     return
-                if isinstance(message, ReloadMessage):
+                if isinstance(message, ReopenLogMessage):
+                    with contextlib.suppress(AgentError):
+                        sink.reopen()
+                elif isinstance(message, ReloadMessage):
+                    if message.settings.log != state["settings"].log:
+                        with contextlib.suppress(AgentError):
+                            sink.apply(message.settings.log)
                     snapshot = build_snapshot(message.campaigns)
                     state["settings"] = message.settings
                     core.swap_detector(build_detector(message.settings, snapshot))
