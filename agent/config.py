@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,11 +39,61 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FeedSettings(_Section):
+    """One `[[intel.feeds]]` entry: an HTTPS document or a TAXII 2.1 collection.
+
+    Credentials never live in the file: `RUSTYFLAG_FEED_<NAME>_TOKEN` (bearer)
+    or `..._USER` + `..._PASSWORD` (basic), NAME upper-cased with `-` -> `_`.
+    """
+
+    # Also the cache file's stem under `state_dir/feeds/`, hence the strict pattern.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    # https: the document; taxii: the API root (unless `api_root` is given).
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    kind: Literal["https", "taxii"] = "https"
+    interval: float = Field(default=300.0, ge=5.0)
+    timeout: float = Field(default=20.0, gt=0, le=600.0)
+    max_bytes: int = Field(default=32 << 20, ge=1024)
+    # https only: the document must hash to this (lower-case hex).
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # https only: forced format (else detected from content); taxii is always stix.
+    format: Literal["vuldb", "stix", "plain"] | None = None
+    # taxii only: collection id (joined to api_root) or a full collection URL.
+    collection: str | None = None
+    api_root: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    page_size: int = Field(default=500, ge=1, le=100000)
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> FeedSettings:
+        if self.kind == "taxii":
+            if not self.collection:
+                raise ValueError(f"feed {self.name!r}: kind 'taxii' needs `collection`")
+            if self.sha256 is not None or self.format not in (None, "stix"):
+                raise ValueError(f"feed {self.name!r}: `sha256`/`format` are for https feeds")
+        elif self.collection is not None or self.api_root is not None:
+            raise ValueError(f"feed {self.name!r}: `collection`/`api_root` are for taxii feeds")
+        return self
+
+
 class IntelSettings(_Section):
     # Files or directories of intel pages; "embedded" is the default campaign shipped with the agent.
     sources: list[str] = Field(default_factory=lambda: [EMBEDDED_INTEL])
     # Per-source format override: path -> "vuldb" | "stix" | "plain".
     formats: dict[str, Literal["vuldb", "stix", "plain"]] = Field(default_factory=dict)
+    # Remote sources; their last good copies live under `state_dir/feeds/`.
+    feeds: list[FeedSettings] = Field(default_factory=list)
+    state_dir: str = "/var/lib/rustyflag-agent"
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique_feed_names(cls, feeds: list[FeedSettings]) -> list[FeedSettings]:
+        names = [f.name.lower() for f in feeds]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feed names must be unique (case-insensitive): {duplicates}")
+        return feeds
 
 
 class HttpSettings(_Section):
