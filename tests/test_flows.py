@@ -483,3 +483,20 @@ def test_forged_rst_during_a_gap_does_not_lose_held_bytes() -> None:
     assert table.feed(tcp(ISN + 5000, flags=TCP_RST), 2.1).closed
     head = table.feed(tcp(ISN + 1, REQUEST[:30]), 2.2)
     assert head.new_data == REQUEST and not head.flow.closed
+
+
+def test_resync_restarts_the_stream_after_a_gap() -> None:
+    table = FlowTable(depth=64)
+    handshake(table)
+    first = table.feed(tcp(ISN + 1, b"GET /a HTTP/1.1\r\n\r\n"), 1.1)
+    assert first.new_data.startswith(b"GET /a")
+    flow = first.flow
+    # The bytes up to ISN + 5000 never reach the inspector (past the kernel's depth).
+    later = ISN + 5000
+    assert table.is_ahead(flow, later)
+    held = table.feed(tcp(later, b"GET /b HTTP/1.1\r\n\r\n"), 1.2)
+    assert held.new_data == b""
+    table.resync(flow, later)
+    assert not table.is_ahead(flow, later)
+    again = table.feed(tcp(later, b"GET /b HTTP/1.1\r\n\r\n"), 1.3)
+    assert again.new_data.startswith(b"GET /b")

@@ -363,6 +363,31 @@ class FlowTable:
             stream.restart()
             self.buffered_bytes += stream.footprint() - before
 
+    def resync(self, flow: Flow, seq: int) -> None:
+        """Restart the client stream at sequence number `seq`, forgetting what came before.
+
+        For a stream the inspector sees only in part: past the kernel's per-flow
+        depth, only packets that start a new HTTP request are queued, so the bytes
+        in between never arrive and the next request starts after a gap.
+        """
+        stream = flow.stream
+        if stream is None:
+            return
+        before = stream.footprint()
+        stream.base = seq & _SEQ_MASK
+        stream.data = bytearray()
+        stream.held = stream.held_mask = None
+        stream.beyond_depth = stream.depth_reported = False
+        self.buffered_bytes += stream.footprint() - before
+
+    def is_ahead(self, flow: Flow, seq: int) -> bool:
+        """True when `seq` lies beyond the next expected client byte (a gap before it)."""
+        stream = flow.stream
+        if stream is None or stream.base is None:
+            return False
+        offset = (seq - stream.base) & _SEQ_MASK
+        return offset < _SEQ_HALF and offset > len(stream.data)
+
     def _is_new_connection(self, flow: Flow, pkt: Packet) -> bool:
         """A SYN on a known flow: a new connection reusing the 5-tuple, or a retransmission."""
         stream = flow.stream
