@@ -42,6 +42,9 @@ class PacketMeta:
     hook: str = "forward"
     packet_no: int | None = None  # 1-based pcap frame number in replay
     queue: int | None = None
+    # The kernel queued this packet past the flow's inspection depth because it
+    # starts a new HTTP request (or is a tiny segment): bytes before it never came.
+    past_depth: bool = False
 
 
 @dataclass(frozen=True, slots=True)
