@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import EMBEDDED_INTEL, Settings
+from agent.intel.feed_store import cached_feed_sources
 from agent.intel.model import LoadProblem, LoadResult, SourceRef
 from agent.intel.snapshot import IntelSnapshot, build_snapshot
 from agent.intel.sources import load_sources
@@ -49,6 +50,8 @@ def resolve_sources(
     if include_configured:
         for source in settings.intel.sources:
             paths.append(embedded_intel_dir() if source == EMBEDDED_INTEL else Path(source))
+        # Feeds' last good copies: what a gateway enforces with or without network.
+        paths.extend(cached_feed_sources(settings)[0])
     paths.extend(extra)
     return paths
 
@@ -63,8 +66,14 @@ def load_intel(
             SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)"
         )
         return IntelLoad((), LoadResult((), (problem,)), None)
-    overrides = {Path(k): v for k, v in settings.intel.formats.items()}
+    overrides: dict[Path, str] = {Path(k): v for k, v in settings.intel.formats.items()}
+    feed_warnings: tuple[LoadProblem, ...] = ()
+    if include_configured:
+        feed_formats, feed_warnings = cached_feed_sources(settings)
+        overrides.update(feed_formats)
     result = load_sources(paths, overrides)
+    if feed_warnings:
+        result = LoadResult(result.campaigns, (*result.problems, *feed_warnings))
     snapshot = build_snapshot(result.campaigns) if result.ok and result.campaigns else None
     if result.ok and not result.campaigns:
         problem = LoadProblem(SourceRef(str(paths[0])), "no campaign found in the intel sources")
