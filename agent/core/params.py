@@ -36,7 +36,9 @@ UNUSUAL_CHARSET = "unusual_charset"
 
 # A scalar "key": value pair anywhere in (possibly broken) JSON text.
 _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.){0,256})"\s*:\s*("(?:[^"\\]|\\.)*"|[^,{}\[\]\s"]+)')
-_DISPOSITION_PARAM = re.compile(r'([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+# The lookbehind starts a name only at the start of a token: without it every
+# position inside a long `=`-less token rescans the token (quadratic; issue 8).
+_DISPOSITION_PARAM = re.compile(r'(?<![\w*-])([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _JSON_TYPES = ("application/json", "text/json")
 _PLAIN_CHARSETS = frozenset(
@@ -159,7 +161,8 @@ def _leaf_name(full_name: str) -> str:
     """`num[]`, `num[0]` -> `num`; `a[num]`, `a[b][num]` -> `num`."""
     if "[" not in full_name:
         return full_name
-    keys: list[str] = _BRACKETS.findall(full_name)
+    # Search only up to the last "]": each "[" after it would rescan to the end (quadratic).
+    keys: list[str] = _BRACKETS.findall(full_name, 0, full_name.rfind("]") + 1)
     for key in reversed(keys):
         if key and not key.isdigit():
             return key
