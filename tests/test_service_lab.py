@@ -378,3 +378,42 @@ def test_start_failure_after_rules_leaves_no_rules(lab: Lab, service: ServiceRun
     finally:
         blocker.terminate()
         blocker.wait(timeout=5)
+
+
+def test_only_cap_net_admin_and_no_new_privs_suffice(lab: Lab, service: ServiceRun) -> None:
+    """What the unit grants (CapabilityBoundingSet=CAP_NET_ADMIN, NoNewPrivileges): root
+    whose bounding set holds only CAP_NET_ADMIN; nft/iptables-nft children inherit it."""
+    lab.start_server_app()
+    with service.output.open("w") as sink:
+        service.proc = lab.gateway.popen(
+            ["setpriv", "--bounding-set=-all,+net_admin", "--no-new-privs", "--",
+             sys.executable, "-m", "agent", "run", "--config", str(service.config)],
+            stdout=sink, stderr=subprocess.STDOUT,
+            env=python_env({"NOTIFY_SOCKET": str(service.notify.path)}),
+        )
+    service.notify.wait_for("READY", READY_TIMEOUT)
+    status = Path(f"/proc/{service.proc.pid}/status").read_text()
+    caps = {k: v.strip() for k, _, v in (line.partition(":") for line in status.splitlines())}
+    assert caps["CapEff"] == caps["CapBnd"] == "0000000000001000"  # bit 12: CAP_NET_ADMIN
+    assert caps["NoNewPrivs"] == "1"
+    assert not lab.client.ping(ADDR.ioc_v4, count=2, timeout=1.0).ok
+    res = lab.client.curl(f"http://{ADDR.server_v4}:80/metrics-ui/server/srv.go")
+    assert res.status is not None
+    service.reload()
+    assert service.events("reload") and not service.events("reload_failed")
+    time.sleep(0.5)
+    assert any(e.get("source") == "nfqueue" for e in service.events()), service.tail()
+    assert service.stop() == 0
+
+
+def test_world_writable_config_is_refused(lab: Lab, service: ServiceRun) -> None:
+    service.config.chmod(0o666)
+    with service.output.open("w") as sink:
+        proc = lab.gateway.popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(service.config)],
+            stdout=sink, stderr=subprocess.STDOUT, env=python_env(),
+        )
+    assert proc.wait(timeout=20) != 0
+    out = service.tail()
+    assert "writable by all users" in out and "steers the firewall" in out, out
+    assert "rustyflag" not in lab.gateway.run(["nft", "list", "tables"]).stdout
