@@ -61,16 +61,16 @@ def load_intel(
 ) -> IntelLoad:
     """Load every source; the snapshot is None when any source has a fatal problem."""
     paths = resolve_sources(settings, extra, include_configured=include_configured)
-    if not paths:
-        problem = LoadProblem(
-            SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)"
-        )
-        return IntelLoad((), LoadResult((), (problem,)), None)
     overrides: dict[Path, str] = {Path(k): v for k, v in settings.intel.formats.items()}
     feed_warnings: tuple[LoadProblem, ...] = ()
     if include_configured:
         feed_formats, feed_warnings = cached_feed_sources(settings)
         overrides.update(feed_formats)
+    if not paths:
+        problem = LoadProblem(
+            SourceRef("intel"), "no intel sources (configure intel.sources or pass --intel)"
+        )
+        return IntelLoad((), LoadResult((), (problem, *feed_warnings)), None)
     result = load_sources(paths, overrides)
     if feed_warnings:
         result = LoadResult(result.campaigns, (*result.problems, *feed_warnings))
