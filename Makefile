@@ -64,8 +64,8 @@ MANIFEST := $(DESTDIR)$(PREFIX)/installed-config.sha256
 install: .deps-stamp
 	@test "$$(id -u)" = 0 || { echo "make install: run as root (the files it installs steer the firewall)"; exit 1; }
 	install -d -m 0755 $(DESTDIR)$(PREFIX) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(CONFDIR)/campaigns $(DESTDIR)$(UNITDIR)
-	$(BASE_PYTHON) -m venv --clear $(DESTDIR)$(PREFIX)/venv
-	$(DESTDIR)$(PREFIX)/venv/bin/pip install $(INSTALL_PIP_OPTS) .
+	test -x $(DESTDIR)$(PREFIX)/venv/bin/python || $(BASE_PYTHON) -m venv $(DESTDIR)$(PREFIX)/venv
+	$(DESTDIR)$(PREFIX)/venv/bin/pip install $(INSTALL_PIP_OPTS) --upgrade .
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
 	@# Config and campaign: never overwrite an operator's edits; record what we installed.
 	@set -e; : > $(MANIFEST).new; \
