@@ -276,3 +276,12 @@ def https_server(cert: Path, key: Path, document: Document) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A loopback port that completes TCP handshakes (kernel backlog) and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        sock.listen(16)
+        yield f"{LOOPBACK}:{sock.getsockname()[1]}"
