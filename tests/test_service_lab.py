@@ -87,21 +87,22 @@ class ServiceRun:
         self.notify = NotifySocket(workdir / "notify.sock")
         self.proc: subprocess.Popen[Any] | None = None
 
-    def write_config(self, mode: str) -> None:
+    def write_config(self, mode: str, ports: tuple[int, ...] = (80, 8080)) -> None:
         self.config.write_text(
             f'mode = "{mode}"\n'
             f"[intel]\nsources = [{json.dumps(str(self.intel))}]\n"
+            f"[http]\nports = {list(ports)}\n"
             '[nft]\nhooks = ["forward"]\n'
             '[log]\noutput = "stdout"\nformat = "json"\n'
         )
 
-    def start(self) -> dict[str, str]:
+    def start(self, env: dict[str, str] | None = None) -> dict[str, str]:
         with self.output.open("w") as sink:
             self.proc = self.lab.gateway.popen(
                 [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                env=python_env({"NOTIFY_SOCKET": str(self.notify.path)}),
+                env=python_env({"NOTIFY_SOCKET": str(self.notify.path), **(env or {})}),
             )
         try:
             return self.notify.wait_for("READY", READY_TIMEOUT)
@@ -417,3 +418,36 @@ def test_world_writable_config_is_refused(lab: Lab, service: ServiceRun) -> None
     out = service.tail()
     assert "writable by all users" in out and "steers the firewall" in out, out
     assert "rustyflag" not in lab.gateway.run(["nft", "list", "tables"]).stdout
+
+
+def test_watchdog_pings_while_serving(service: ServiceRun) -> None:
+    # As systemd sets it for WatchdogSec=0.4s: the agent pings every half period.
+    service.start(env={"WATCHDOG_USEC": "400000"})
+    started = time.monotonic()
+    pings = 0
+    while time.monotonic() - started < 1.5:
+        service.notify.wait_for("WATCHDOG", 1.0)
+        pings += 1
+    assert pings >= 5
+
+
+def _nfqueue_decisions(service: ServiceRun, port: int) -> int:
+    return sum(1 for e in service.events("decision")
+               if e.get("source") == "nfqueue" and e.get("dest_port") == port)
+
+
+def test_port_change_applies_on_reload(lab: Lab, service: ServiceRun) -> None:
+    lab.start_server_app()
+    service.start()
+    path = "/metrics-ui/server/srv.go"  # an IOA file: flagged when inspected
+    assert lab.client.curl(f"http://{ADDR.server_v4}:8080{path}").status is not None
+    time.sleep(0.5)
+    assert _nfqueue_decisions(service, 8080) >= 1
+    service.write_config("enforce", ports=(80,))
+    service.reload()
+    before = _nfqueue_decisions(service, 8080)
+    assert lab.client.curl(f"http://{ADDR.server_v4}:8080{path}").status is not None
+    assert lab.client.curl(f"http://{ADDR.server_v4}:80{path}").status is not None
+    time.sleep(0.5)
+    assert _nfqueue_decisions(service, 8080) == before  # no longer queued or inspected
+    assert _nfqueue_decisions(service, 80) >= 1
