@@ -14,7 +14,9 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
   SERVER namespace discards the segments on arrival (no RST storm).
 - goodput: a bulk TCP transfer (default 200 MB) over port 8000 (an HTTP port
   the agent inspects) by a small streaming server of this script in the server
-  namespace: download (server -> client) and upload (client -> server).
+  namespace: download (server -> client) and upload (client -> server). Three
+  gateways: none (plain forwarding: no conntrack), conntrack (one `ct state`
+  rule, so conntrack runs as under the agent), agent.
 - latency: N sequential GETs of the lab app (/api/totals/last/3, port 80), on
   fresh connections and on one keep-alive connection: p50 and p99.
 
@@ -349,6 +351,20 @@ def stop_agent(agent: RunningAgent) -> None:
         stop_group(agent.proc)
 
 
+# none: a bare forwarding gateway (no conntrack in its namespace); conntrack: the same with
+# one nft rule that needs conntrack (what the agent's ruleset also turns on); agent: enforcing.
+SETUPS = ("none", "conntrack", "agent")
+
+
+def conntrack_only(lab: Lab, on: bool) -> None:
+    if on:
+        rules = ("table inet rf_bench_ct {\n chain bench_fwd {\n  type filter hook forward priority 0;\n"
+                 "  ct state established,related counter accept\n }\n}\n")
+        lab.gateway.run(["nft", "-f", "-"], input=rules)
+    else:
+        lab.gateway.run(["nft", "delete", "table", "inet", "rf_bench_ct"], check=False)
+
+
 def goodput(lab: Lab, size: int) -> dict[str, float]:
     out = {}
     for verb, label in (("GET", "download"), ("PUT", "upload")):
@@ -399,9 +415,11 @@ def run_bench(args: argparse.Namespace) -> int:
                     pps_trivial(lab, config, list(range(n)), args.seconds))
                 pps.setdefault(f"agent q{n}", []).append(
                     pps_agent(lab, config, args.seconds, workdir))
-            for label, with_agent in (("no agent", False), ("agent", True)):
+            for label in SETUPS:
                 agent = start_agent(lab, configs[2], workdir / f"run-{rep}.jsonl") \
-                    if with_agent else None
+                    if label == "agent" else None
+                if label == "conntrack":
+                    conntrack_only(lab, True)
                 try:
                     for direction, mbps in goodput(lab, size).items():
                         bulk.setdefault(f"{direction} {label}", []).append(mbps)
@@ -411,6 +429,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 finally:
                     if agent is not None:
                         stop_agent(agent)
+                    if label == "conntrack":
+                        conntrack_only(lab, False)
         stop_group(bulk_server)
     report(pps, bulk, lat, args)
     return 0
@@ -433,20 +453,20 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
             print(f"{label:<12}{value:>12,.0f}{median([r.offered_pps for r in runs]):>11,.0f}"
                   f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
                   + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
-    print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT}")
-    print(f"{'direction':<12}{'no agent':>12}{'agent':>12}{'ratio':>8}")
+    print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s)")
+    print(f"{'direction':<12}" + "".join(f"{label:>12}" for label in SETUPS)
+          + f"{'agent/none':>12}{'agent/ct':>10}")
     for direction in ("download", "upload"):
-        plain = median(bulk[f"{direction} no agent"])
-        enforced = median(bulk[f"{direction} agent"])
-        print(f"{direction:<12}{plain:>9,.0f} MB/s{enforced:>7,.0f} MB/s"
-              f"{enforced / plain:>8.2f}")
+        cells = [median(bulk[f"{direction} {label}"]) for label in SETUPS]
+        print(f"{direction:<12}" + "".join(f"{c:>12,.0f}" for c in cells)
+              + f"{cells[-1] / cells[0]:>12.2f}{cells[-1] / cells[1]:>10.2f}")
     print(f"\nHTTP latency, {args.requests} sequential GETs of the lab app (ms)")
-    print(f"{'connection':<12}{'p50 none':>10}{'p50 agent':>11}{'p99 none':>10}{'p99 agent':>11}")
+    print(f"{'connection':<12}" + "".join(f"{q + ' ' + label:>16}" for q in ("p50", "p99")
+                                          for label in SETUPS))
     for kind in ("fresh", "keep-alive"):
-        cells = [median(lat[f"{kind} {who} {q}"]) * 1000
-                 for q in ("p50", "p99") for who in ("no agent", "agent")]
-        print(f"{kind:<12}{cells[0]:>10.2f}{cells[1]:>11.2f}{cells[2]:>10.2f}{cells[3]:>11.2f}")
-
+        cells = [median(lat[f"{kind} {label} {q}"]) * 1000
+                 for q in ("p50", "p99") for label in SETUPS]
+        print(f"{kind:<12}" + "".join(f"{c:>16.2f}" for c in cells))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
