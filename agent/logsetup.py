@@ -13,6 +13,9 @@ from structlog.typing import EventDict, WrappedLogger
 from agent.events import iso_timestamp
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+# JSON leaves NEL, LINE and PARAGRAPH SEPARATOR unescaped, but line readers
+# (str.splitlines) split on them: a logged value must not break its line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def _timestamp_if_absent(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -36,6 +39,8 @@ class LineWriter:
             self._fd = None
 
     def msg(self, message: str) -> None:
+        if not message.isascii():
+            message = message.translate(_LINE_BREAKS)
         data = (message + "\n").encode("utf-8", "backslashreplace")
         if self._fd is None:
             self._stream.write(data.decode("utf-8"))
