@@ -43,14 +43,20 @@ class CoreLimits:
     idle_timeout: float = 120.0
 
 
-class _HttpFlowState:
-    """Per-flow HTTP state: the incremental parser and which request heads were inspected early."""
+class _FlowState:
+    """The core's per-flow state: the HTTP parser (HTTP flows only), which request heads
+    were inspected early, and the flow's plain-accept Decision.
 
-    __slots__ = ("early_seq", "stream")
+    Most packets carry nothing notable; their Decision is the same for the whole flow
+    (and intel version), so it is built once and shared instead of once per packet.
+    """
 
-    def __init__(self, depth: int) -> None:
-        self.stream = HttpRequestStream(max_body=depth)
+    __slots__ = ("accept", "early_seq", "stream")
+
+    def __init__(self) -> None:
+        self.stream: HttpRequestStream | None = None
         self.early_seq = -1
+        self.accept: Decision | None = None
 
 
 class DecisionCore:
@@ -72,14 +78,23 @@ class DecisionCore:
 
     def decide(self, data: bytes, meta: PacketMeta) -> Decision:
         detector = self.detector
-        version = detector.intel_version
         packet = decode_ip(data)
         if isinstance(packet, DecodeFailure):
-            return Decision(Verdict.ACCEPT, version, decode_failure=packet.reason)
+            return Decision(Verdict.ACCEPT, detector.intel_version, decode_failure=packet.reason)
 
         reasons = detector.address_reasons(packet)
         update = self.flows.feed(packet, meta.timestamp)
         flow = update.flow
+        new_data = update.new_data
+        if (
+            not new_data
+            and not reasons
+            and not update.anomalies
+            and not flow.blocked
+            and (packet.proto != _UDP or packet.dport != _DNS_PORT or not packet.payload)
+        ):
+            # The common case (ACKs, server->client data, non-DNS datagrams): nothing to inspect.
+            return self._plain_accept(flow)
         anomalies = list(update.anomalies)
         http_info: HttpInfo | None = None
 
@@ -88,22 +103,38 @@ class DecisionCore:
                 reasons, flow, update.to_server, None, anomalies, already_blocked=True
             )
 
-        if update.to_server and update.new_data:
+        if update.to_server and new_data:
             if packet.proto == _TCP and flow.key.dest_port in self.limits.http_ports:
                 http_info = self._inspect_http(
-                    flow, update.new_data, update.depth_reached, reasons, anomalies
+                    flow, new_data, update.depth_reached, reasons, anomalies
                 )
             elif packet.proto == _TCP and flow.key.dest_port == _TLS_PORT:
-                sni = tls_client_hello_sni(update.new_data)
+                sni = tls_client_hello_sni(new_data)
                 if sni:
                     reasons.extend(detector.hostname_reasons(sni, Where.SNI))
         if packet.proto == _UDP and packet.dport == _DNS_PORT and packet.payload:
             qname = dns_query_name(packet.payload)
             if qname:
                 reasons.extend(detector.hostname_reasons(qname, Where.DNS))
+        if not reasons and not anomalies and http_info is None:
+            return self._plain_accept(flow)
         return self._finish(
             reasons, flow, update.to_server, http_info, anomalies, already_blocked=False
         )
+
+    def _plain_accept(self, flow: Flow) -> Decision:
+        """ACCEPT with the flow's key and id, nothing else: what `_finish` gives when nothing
+        was found, shared by every such packet of the flow under the same intel."""
+        state = flow.inspector_state
+        if not isinstance(state, _FlowState):
+            state = flow.inspector_state = _FlowState()
+        accept = state.accept
+        version = self.detector.intel_version
+        if accept is None or accept.intel_version != version:
+            accept = state.accept = Decision(
+                Verdict.ACCEPT, version, flow=flow.key, flow_id=flow.id
+            )
+        return accept
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -116,14 +147,16 @@ class DecisionCore:
         anomalies: list[tuple[AnomalyKind, str]],
     ) -> HttpInfo | None:
         state = flow.inspector_state
-        if not isinstance(state, _HttpFlowState):
-            state = _HttpFlowState(self.limits.inspect_depth)
-            flow.inspector_state = state
-        requests = state.stream.feed(data)
+        if not isinstance(state, _FlowState):
+            state = flow.inspector_state = _FlowState()
+        stream = state.stream
+        if stream is None:
+            stream = state.stream = HttpRequestStream(max_body=self.limits.inspect_depth)
+        requests = stream.feed(data)
         if depth_reached:
             # What is left of a request at the depth limit is inspected as it stands.
-            requests.extend(state.stream.finish())
-        pending = state.stream.head_pending()
+            requests.extend(stream.finish())
+        pending = stream.head_pending()
         if pending is not None and pending.seq > state.early_seq:
             # Inspect the head now: a malicious target is stopped before its body arrives.
             requests.append(pending)
@@ -164,9 +197,9 @@ class DecisionCore:
                 verdict = Verdict.FLAG
         if anomalies and verdict in (Verdict.ACCEPT, Verdict.FLAG):
             policy = self.detector.policy
-            anomaly_action = policy.overrides.get(EvidenceKind.HTTP_ANOMALY) or policy.default_action(
+            anomaly_action = policy.overrides.get(
                 EvidenceKind.HTTP_ANOMALY
-            )
+            ) or policy.default_action(EvidenceKind.HTTP_ANOMALY)
             if anomaly_action == Action.DROP:
                 verdict = Verdict.WOULD_DROP if dry_run else Verdict.DROP
             elif anomaly_action == Action.FLAG:
