@@ -4,7 +4,8 @@ For 10k, 256k and 1M random public-looking IPv4 addresses (fixed seed):
 - render: Python time to render the text (render_ruleset / render_set_update);
 - load: `nft -f` of the whole ruleset with the set filled (first apply);
 - replace: `nft -f` of the flush + add transaction with a different set;
-- max RSS of the `nft` process (/usr/bin/time %M).
+- max RSS of the `nft` process (/usr/bin/time %M);
+- kernel memory: slab + vmalloc growth over the first load (host-wide, so noisy).
 Also the same replace as one raw netlink batch (agent.kernel.nft_batch).
 Variants: chunk size (elements per `add element` line), stdin vs file, set size hint.
 Runs inside a throwaway network namespace with no links but lo (no route out).
@@ -52,8 +53,11 @@ def public_v4(count: int, seed: int) -> tuple[ipaddress.IPv4Address, ...]:
     return tuple(out)
 
 
-def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int]:
-    """Apply `text` with nft inside `ns`; (seconds, max RSS of nft in KiB).
+def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int, float]:
+    """Apply `text` with nft inside `ns`; (seconds, max RSS of nft in KiB, CPU seconds).
+
+    CPU time (user + sys, the kernel's insert included: nft's sendmsg runs
+    the batch) does not depend on how busy the machine is; wall time does.
 
     RSS comes from /usr/bin/time: a child forked from this (large) Python
     process would report the parent's RSS as its own high-water mark.
@@ -63,7 +67,7 @@ def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int]:
         path = fh.name
     rss_file = path + ".rss"
     try:
-        argv = ["ip", "netns", "exec", ns, "/usr/bin/time", "-f", "%M", "-o", rss_file,
+        argv = ["ip", "netns", "exec", ns, "/usr/bin/time", "-f", "%M %U %S", "-o", rss_file,
                 "nft", "-f", path if via_file else "-"]
         with open(path, "rb") as stdin:
             started = time.perf_counter()
@@ -72,12 +76,18 @@ def nft_run(ns: str, text: str, via_file: bool) -> tuple[float, int]:
             elapsed = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"nft failed: {proc.stderr.decode()[:2000]}")
-        rss_kib = int(Path(rss_file).read_text().split()[-1])
-        return elapsed, rss_kib
+        rss, user, system = Path(rss_file).read_text().split()[-3:]
+        return elapsed, int(rss), float(user) + float(system)
     finally:
         os.unlink(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(rss_file)
+
+
+def kernel_memory_kib() -> int:
+    """Slab + vmalloc in use, host-wide: a rough (noisy) view of what the sets cost the kernel."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(fields["Slab"].split()[0]) + int(fields["VmallocUsed"].split()[0])
 
 
 def make_namespace() -> str:
@@ -99,12 +109,14 @@ def bench_one(ns: str, size: int, spec_base: RulesetSpec, via_file: bool, label:
     t0 = time.perf_counter()
     full_text = render_ruleset(spec)
     render_full = time.perf_counter() - t0
-    load_s, load_rss = nft_run(ns, full_text, via_file)
+    kernel_before = kernel_memory_kib()
+    load_s, load_rss, _load_cpu = nft_run(ns, full_text, via_file)
+    kernel_delta = kernel_memory_kib() - kernel_before
     replace_spec = dataclasses.replace(spec_base, exact_v4=second)
     t0 = time.perf_counter()
     update_text = render_set_update(replace_spec)
     render_update = time.perf_counter() - t0
-    replace_s, replace_rss = nft_run(ns, update_text, via_file)
+    replace_s, replace_rss, replace_cpu = nft_run(ns, update_text, via_file)
     count = subprocess.run(
         ["ip", "netns", "exec", ns, "nft", "list", "set", "inet", "rustyflag", "ioc_v4"],
         capture_output=True, text=True, check=True,
@@ -115,14 +127,14 @@ def bench_one(ns: str, size: int, spec_base: RulesetSpec, via_file: bool, label:
         f"{label:<28} n={size:>9,} text={len(update_text) / 1e6:6.1f}MB "
         f"render={render_full:5.2f}s/{render_update:5.2f}s "
         f"load={load_s:6.2f}s rss={load_rss / 1024:7.1f}MiB "
-        f"replace={replace_s:6.2f}s rss={replace_rss / 1024:7.1f}MiB "
-        f"elements={count:,}{verdict}",
+        f"replace={replace_s:6.2f}s (cpu {replace_cpu:5.2f}s) rss={replace_rss / 1024:7.1f}MiB "
+        f"elements={count:,} kernel~{kernel_delta / 1024:+.0f}MiB{verdict}",
         flush=True,
     )
 
 
 NETLINK_CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from bench.bench_nft_sets import public_v4
 from agent.kernel.nftables import RulesetSpec
@@ -134,9 +146,12 @@ for label, seed in (("load", 1), ("replace", 2)):
     t0 = time.perf_counter()
     batch = set_update_batch(spec)
     t1 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     send_batch(batch)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     t2 = time.perf_counter()
-    timings[label] = (t1 - t0, t2 - t1, len(batch.data))
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    timings[label] = (t1 - t0, t2 - t1, len(batch.data), cpu)
 print(json.dumps(timings))
 """
 
@@ -144,7 +159,7 @@ print(json.dumps(timings))
 def bench_netlink(ns: str, size: int, size_hint: int = 0) -> None:
     """Same replace via agent.kernel.nft_batch (raw netlink batch, no nft process)."""
     empty = RulesetSpec(queue_backend="xt", set_size_hint=size_hint)
-    nft_run(ns, render_ruleset(empty), via_file=False)
+    nft_run(ns, render_ruleset(empty), via_file=False)  # the table, empty sets
     repo = str(Path(__file__).resolve().parents[1])
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         proc = subprocess.run(
@@ -154,14 +169,14 @@ def bench_netlink(ns: str, size: int, size_hint: int = 0) -> None:
         )
         rss_kib = int(Path(rss.name).read_text().split()[-1])
     timings = json.loads(proc.stdout)
-    build, send, nbytes = timings["replace"]
+    build, send, nbytes, send_cpu = timings["replace"]
     target = TARGET_REPLACE_S.get(size)
     total = build + send
     verdict = "" if target is None else (" OK" if total < target else f" MISS(<{target}s)")
     print(
         f"{'netlink batch' + (f' size {size_hint}' if size_hint else ''):<28} n={size:>9,} batch={nbytes / 1e6:5.1f}MB "
         f"build={build:5.2f}s load-send={timings['load'][1]:5.2f}s replace-send={send:5.2f}s "
-        f"replace total={total:5.2f}s python max RSS={rss_kib / 1024:7.1f}MiB "
+        f"(cpu {send_cpu:5.2f}s) replace total={total:5.2f}s python max RSS={rss_kib / 1024:7.1f}MiB "
         f"(incl. {2 * size:,} address objects){verdict}",
         flush=True,
     )
