@@ -4,10 +4,12 @@ Layout (see docs/kernel.md for the measurements behind it):
 - exact IOC addresses live in plain hash sets (`ioc_v4`, `ioc_v6`): a hash set
   of /32s loads ~4x faster than an interval set and needs far less memory;
 - IOC prefixes live in small interval sets (`ioc_net_v4`, `ioc_net_v6`);
-- one regular chain `rf_filter` holds every rule; one base chain per hook
-  (priority mangle - 10 = -160) jumps to it: after conntrack (-200), so ct
-  state/mark/bytes are known, and before iptables mangle (-150) so the xt
-  queue rule sees the mark set here, and before filter (0);
+- one regular chain `rf_filter` holds the IOC lookups (a hit jumps to a small
+  log + count + drop chain per set and direction), the blocked-flow rules and
+  the queue rules; one base chain per hook (priority mangle - 10 = -160)
+  jumps to it: after conntrack (-200), so ct state/mark/bytes are known, and
+  before iptables mangle (-150) so the xt queue rule sees the mark set here,
+  and before filter (0);
 - a second base chain per hook at mangle + 10 (-140) turns an inspector's
   block mark into a conntrack mark and a drop, for packets the xt backend
   re-injects with NF_REPEAT (a repeat re-runs only the chain that queued).
