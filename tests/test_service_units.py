@@ -20,6 +20,7 @@ from agent.service.permissions import path_problems, source_problems
 from agent.service.sdnotify import Notifier, watchdog_interval
 from agent.service.worker import ReloadMessage, picklable_settings
 
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "agent.toml"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
 
@@ -200,3 +201,30 @@ def test_unwritable_log_output_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AgentError) as caught:
         LogSink().apply(LogSettings(output=str(tmp_path / "missing" / "agent.log")))
     assert "cannot open log.output" in str(caught.value.problems[0])
+
+
+def test_reloaded_intel_is_acyclic_so_freezing_leaks_nothing() -> None:
+    """worker.freeze_long_lived(full=False) relies on it: a swapped-out snapshot and
+    detector are freed by reference counting, with no cycles left for the GC."""
+    import gc
+
+    from agent.intel.loading import load_intel
+    from agent.intel.snapshot import build_snapshot
+    from agent.wiring import build_core, build_detector
+
+    settings = load_settings(REPO_CONFIG)
+    first = load_intel(settings).snapshot
+    assert first is not None
+    core = build_core(settings, first)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(3):
+            snapshot = build_snapshot(first.campaigns)
+            core.swap_detector(build_detector(settings, snapshot))
+            del snapshot
+        assert gc.collect() == 0
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -28,7 +28,7 @@ from agent.core.decode import DecodeFailure, decode_ip
 from agent.core.detector import Detector
 from agent.errors import AgentError, ConfigError, Problem
 from agent.intel.loading import load_intel, resolve_sources
-from agent.intel.snapshot import IntelSnapshot
+from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.commands import CommandRunner
 from agent.kernel.errors import KernelError
 from agent.kernel.nflog import NflogMessage, NflogReader
@@ -43,7 +43,6 @@ from agent.service.worker import (
     ReloadMessage,
     ReopenLogMessage,
     StopMessage,
-    freeze_long_lived,
     log_decision,
     worker_main,
 )
@@ -102,6 +101,10 @@ def _structural(old: RulesetSpec, new: RulesetSpec) -> bool:
     """True when more than set contents changed (chains or rules must be rebuilt)."""
     same_sets = {"exact_v4": (), "exact_v6": (), "prefixes_v4": (), "prefixes_v6": ()}
     return replace(old, **same_sets) != replace(new, **same_sets)  # type: ignore[arg-type]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _indicator_keys(snapshot: IntelSnapshot) -> set[tuple[str, str, str]]:
@@ -318,7 +321,6 @@ class Agent:
             )
             self.stop(state)
             raise
-        freeze_long_lived()
         self._log_rules(state, "rules_applied")
         return state
 
@@ -350,7 +352,9 @@ class Agent:
         self.notifier.reloading()
         old_version = state.snapshot.intel_version
         try:
-            settings, snapshot = self._load()
+            with paused_gc():
+                settings, snapshot = self._load()
+            loaded = time.monotonic()
             if list(settings.queue.nums) != list(state.settings.queue.nums):
                 raise AgentError(
                     [Problem("config queue.nums", 0, "queue numbers change only on restart")]
@@ -376,8 +380,8 @@ class Agent:
             return state
         for worker in state.workers:
             worker.control.send(ReloadMessage.of(settings, snapshot))
+        applied = time.monotonic()
         self._await_reload_acks(state, snapshot.intel_version)
-        freeze_long_lived()
         old_ids, new_ids = _indicator_keys(state.snapshot), _indicator_keys(snapshot)
         new_state = _State(
             settings,
@@ -395,7 +399,10 @@ class Agent:
             indicators_added=len(new_ids - old_ids),
             indicators_removed=len(old_ids - new_ids),
             mode=settings.mode,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            duration_ms=_ms(time.monotonic() - started),
+            load_ms=_ms(loaded - started),
+            apply_ms=_ms(applied - loaded),
+            workers_ms=_ms(time.monotonic() - applied),
         )
         self.notifier.ready(self._status_line(new_state))
         return new_state
