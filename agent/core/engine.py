@@ -82,19 +82,22 @@ class DecisionCore:
         if isinstance(packet, DecodeFailure):
             return Decision(Verdict.ACCEPT, detector.intel_version, decode_failure=packet.reason)
 
-        reasons = detector.address_reasons(packet)
+        # Most packets touch no IOC: probe first, build the reasons list only on a hit.
+        match = detector.snapshot.match_address
+        address_hit = bool(match(packet.src) or match(packet.dst))
         update = self.flows.feed(packet, meta.timestamp)
         flow = update.flow
         new_data = update.new_data
         if (
             not new_data
-            and not reasons
+            and not address_hit
             and not update.anomalies
             and not flow.blocked
             and (packet.proto != _UDP or packet.dport != _DNS_PORT or not packet.payload)
         ):
             # The common case (ACKs, server->client data, non-DNS datagrams): nothing to inspect.
             return self._plain_accept(flow)
+        reasons = detector.address_reasons(packet) if address_hit else []
         anomalies = list(update.anomalies)
         http_info: HttpInfo | None = None
 
