@@ -87,13 +87,15 @@ class ServiceRun:
         self.notify = NotifySocket(workdir / "notify.sock")
         self.proc: subprocess.Popen[Any] | None = None
 
-    def write_config(self, mode: str, ports: tuple[int, ...] = (80, 8080)) -> None:
+    def write_config(
+        self, mode: str, ports: tuple[int, ...] = (80, 8080), log_output: str = "stdout"
+    ) -> None:
         self.config.write_text(
             f'mode = "{mode}"\n'
             f"[intel]\nsources = [{json.dumps(str(self.intel))}]\n"
             f"[http]\nports = {list(ports)}\n"
             '[nft]\nhooks = ["forward"]\n'
-            '[log]\noutput = "stdout"\nformat = "json"\n'
+            f'[log]\noutput = {json.dumps(log_output)}\nformat = "json"\n'
         )
 
     def start(self, env: dict[str, str] | None = None) -> dict[str, str]:
@@ -451,3 +453,26 @@ def test_port_change_applies_on_reload(lab: Lab, service: ServiceRun) -> None:
     time.sleep(0.5)
     assert _nfqueue_decisions(service, 8080) == before  # no longer queued or inspected
     assert _nfqueue_decisions(service, 80) >= 1
+
+
+def test_log_file_reopened_on_sigusr1_by_main_and_workers(lab: Lab, service: ServiceRun) -> None:
+    lab.start_server_app()
+    log_file = service.workdir / "agent.log"
+    service.write_config("enforce", log_output=str(log_file))
+    service.start()
+    assert any(e.get("event") == "ready" for e in read_events(log_file))
+    rotated = log_file.rename(service.workdir / "agent.log.1")
+    service.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not log_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # workers get the reopen over their pipe, a loop turn later
+    # Main: the reopen event; workers (they get it over the pipe): decisions.
+    lab.client.curl(f"http://{ADDR.server_v4}:80/metrics-ui/server/srv.go")
+    assert not lab.client.ping(ADDR.ioc_v4, count=1, timeout=1.0).ok
+    time.sleep(0.5)
+    fresh = read_events(log_file)
+    assert any(e.get("event") == "log_reopened" for e in fresh), fresh
+    assert any(e.get("source") == "nfqueue" for e in fresh), fresh
+    assert any(e.get("source") == "nflog" for e in fresh), fresh
+    assert not any(e.get("source") == "nfqueue" for e in read_events(rotated))
