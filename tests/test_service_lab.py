@@ -189,7 +189,9 @@ def ioc_counter(lab: Lab) -> Iterator[ServerCounter]:
 
 
 def test_notify_ready_reloading_ready_stopping(service: ServiceRun) -> None:
+    started = time.monotonic()
     ready = service.start()
+    print(f"exec -> READY: {(time.monotonic() - started) * 1000:.0f} ms")
     assert "mode enforce" in ready["STATUS"] and "queue backend" in ready["STATUS"]
     service.reload()
     assert service.stop() == 0
