@@ -28,6 +28,7 @@ multiplies its packet counts); figures for both are in docs/reliability.md.
 from __future__ import annotations
 
 import argparse
+import array
 import gc
 import json
 import os
@@ -35,11 +36,13 @@ import random
 import resource
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.core.decision import Decision, PacketMeta
@@ -332,6 +335,256 @@ def linear_scan(sizes: tuple[int, int]) -> list[dict[str, Any]]:
     ]
 
 
+# -- the live flood through the lab gateway ------------------------------------------------------
+
+HALF_OPEN_HEAD = b"GET /api/totals/last/1 HTTP/1.1\r\nHost: metrics\r\nX-Slow: " + b"a" * 200
+# Spoofed flows use source ports below the client's ephemeral range (curl stays apart).
+FLOOD_SPORTS = range(1024, 32768)
+FLOOD_DPORTS = (80, 8000, 8080, 6862, 6870)
+
+
+def _checksum(data: bytes) -> int:
+    """Internet checksum, in native byte order (pack it with "=H")."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(array.array("H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def raw_tcp4(
+    src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int, ack: int, payload: bytes
+) -> bytes:
+    """IPv4/TCP with a valid TCP checksum (conntrack checks it; the kernel fills the IP one)."""
+    header = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(header) + len(payload))
+    csum = _checksum(pseudo + header + payload)
+    tcp = header[:16] + struct.pack("=H", csum) + header[18:]
+    return _IPV4.pack(0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst) + tcp + payload
+
+
+def flood_packets(kind: str, count: int, src: bytes, dst: bytes, seed: int) -> Iterator[bytes]:
+    """`halfopen`: one unfinished request head per new 5-tuple (no handshake: conntrack picks
+    the flow up mid-stream); `garbage`: random flags, sequence numbers and payloads."""
+    rng = random.Random(seed)
+    tuples = len(FLOOD_SPORTS) * len(FLOOD_DPORTS)
+    for i in range(count):
+        sport = FLOOD_SPORTS[i % tuples % len(FLOOD_SPORTS)]
+        dport = FLOOD_DPORTS[i % tuples // len(FLOOD_SPORTS)]
+        if kind == "halfopen":
+            yield raw_tcp4(src, dst, sport, dport, PSH | ACK, rng.randrange(1 << 32), 1, HALF_OPEN_HEAD)
+        else:
+            flags = rng.choice((PSH | ACK, ACK, PSH | ACK | FIN, rng.randrange(256)))
+            payload = rng.choice((rng.randbytes(rng.randrange(1, 400)), _http_garbage(rng)))
+            yield raw_tcp4(src, dst, sport, dport, flags, rng.randrange(1 << 32), rng.randrange(1 << 32), payload)
+
+
+@dataclass(frozen=True, slots=True)
+class SendFigures:
+    sent: int
+    errors: int
+    seconds: float
+
+
+def send_raw(kind: str, count: int, src: str, dst: str, rate: float, seed: int, limit: float) -> SendFigures:
+    """Send the flood from this namespace at about `rate` packets/s; stops at `limit` seconds."""
+    from tests.lab.netns import DEFAULT_PREFIX
+
+    here = subprocess.run(["ip", "netns", "identify", str(os.getpid())],
+                          capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    if not here.startswith(DEFAULT_PREFIX):
+        raise SystemExit(f"send runs only inside a lab namespace, not in {here or 'the host'!r}")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sent = errors = 0
+    start = time.monotonic()
+    try:
+        for n, packet in enumerate(flood_packets(kind, count, socket.inet_aton(src), socket.inet_aton(dst), seed)):
+            elapsed = time.monotonic() - start
+            if elapsed > limit:
+                break
+            ahead = n / rate - elapsed
+            if ahead > 0.001:
+                time.sleep(ahead)
+            try:
+                sock.sendto(packet, (dst, 0))
+                sent += 1
+            except OSError:
+                errors += 1
+    finally:
+        sock.close()
+    return SendFigures(sent, errors, round(time.monotonic() - start, 3))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Kernel view of NFQUEUE (per namespace): packets handed to the agent and lost ones."""
+
+    waiting: int
+    queue_dropped: int
+    user_dropped: int
+    id_sequence: int
+
+    @staticmethod
+    def parse(text: str) -> QueueStats:
+        totals = [0, 0, 0, 0]
+        for line in text.splitlines():
+            fields = [int(f) for f in line.split()]
+            # queue, portid, waiting, copy mode, copy range, queue dropped, user dropped, id seq, 1
+            for slot, index in enumerate((2, 5, 6, 7)):
+                totals[slot] += fields[index]
+        return QueueStats(*totals)
+
+
+def queue_stats(lab: Any) -> QueueStats:
+    out = lab.gateway.run(["cat", "/proc/net/netfilter/nfnetlink_queue"], check=False).stdout
+    return QueueStats.parse(out)
+
+
+def queued_http_packets(lab: Any) -> int:
+    """The agent ruleset's `queued_http` counter: packets its queue rule matched."""
+    out = lab.gateway.run(["nft", "-j", "list", "counters"], check=False).stdout
+    for item in json.loads(out or '{"nftables": []}')["nftables"]:
+        counter = item.get("counter")
+        if counter and counter.get("name") == "queued_http":
+            return int(counter["packets"])
+    return 0
+
+
+def gateway_rss_mb(lab: Any) -> float:
+    """RSS of every process in the gateway namespace (the agent and its workers), MB."""
+    total = 0
+    for pid in lab.gateway.pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return round(total / 1024, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class LabFloodFigures:
+    kind: str
+    sent: int
+    send_errors: int
+    send_seconds: float
+    queued_by_rule: int  # nft counter delta
+    handed_to_agent: int  # NFQUEUE id sequence delta (each got a verdict unless still waiting)
+    still_waiting: int
+    queue_dropped: int
+    user_dropped: int
+    bypassed_fail_open: int  # matched the rule, never entered the full queue (fail-open accept)
+    agent_rss_before_mb: float
+    agent_rss_peak_mb: float
+    agent_rss_after_mb: float
+    during_benign_status: int | None
+    during_sqli_status: int | None  # None: the request was stopped
+    decision_events: int
+    anomaly_events: int
+
+
+def lab_flood(lab: Any, events: Callable[[], list[dict[str, Any]]], kind: str, count: int,
+              rate: float, seed: int = 8) -> LabFloodFigures:  # fmt: skip
+    """Flood from the client namespace through the gateway (agent running) to the server.
+
+    Halfway through, a benign request and a SQLi on `num` go out on fresh connections from
+    the client's own address; afterwards the kernel's queue figures are compared with
+    what was sent. Bounded: `count` packets and count/rate + 30 s at most.
+    """
+    from tests.lab.netns import ADDR, python_env
+    from tests.lab.traffic import http_url
+
+    before_events = len(events())
+    rule_before, queue_before = queued_http_packets(lab), queue_stats(lab)
+    rss_before = gateway_rss_mb(lab)
+    limit = count / rate + 30.0
+    sender = lab.client.popen(
+        [sys.executable, "-m", "bench.bench_floods", "send", "--kind", kind,
+         "--packets", str(count), "--rate", str(rate), "--seed", str(seed),
+         "--src", ADDR.client_v4, "--dst", ADDR.server_v4, "--limit", str(limit), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(),
+    )  # fmt: skip
+    time.sleep(min(count / rate / 2, 10.0))
+    rss_peak = gateway_rss_mb(lab)
+    benign = lab.client.curl(http_url(ADDR.server_v4, 80, "/api/totals/last/2"), max_time=5.0)
+    sqli = lab.client.curl(http_url(ADDR.server_v4, 80, "/api/totals/last/" + SQLI_PATH), max_time=5.0)
+    out, err = sender.communicate(timeout=limit + 10.0)
+    if sender.returncode != 0:
+        raise RuntimeError(f"flood sender failed: {err[-2000:]}")
+    sent = json.loads(out.splitlines()[-1])
+    deadline = time.monotonic() + 10.0
+    while queue_stats(lab).waiting and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    rss_peak = max(rss_peak, gateway_rss_mb(lab))
+    rule_after, queue_after = queued_http_packets(lab), queue_stats(lab)
+    handed = queue_after.id_sequence - queue_before.id_sequence
+    new_events = events()[before_events:]
+    decisions = [e for e in new_events if e.get("event") == "decision"]
+    return LabFloodFigures(
+        kind, sent["sent"], sent["errors"], sent["seconds"],
+        rule_after - rule_before, handed, queue_after.waiting,
+        queue_after.queue_dropped - queue_before.queue_dropped,
+        queue_after.user_dropped - queue_before.user_dropped,
+        rule_after - rule_before - handed,
+        rss_before, rss_peak, gateway_rss_mb(lab),
+        benign.status, sqli.status,
+        len(decisions), sum(1 for e in decisions if e.get("anomalies")),
+    )  # fmt: skip
+
+
+SQLI_PATH = "1)%20UNION%20SELECT%20name,secret%20FROM%20users--"
+
+
+def run_lab_flood(kind: str, count: int, rate: float, caps: bool) -> LabFloodFigures:
+    """Build the lab, start the agent (SQLi dropped; reduced capabilities if `caps`), flood."""
+    import tempfile
+
+    from tests.lab.demo import wait_for_ready
+    from tests.lab.netns import Lab, cleanup_stale, lab_unavailable_reason
+
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"lab flood needs the namespace lab: {reason}")
+    cleanup_stale()
+    workdir = Path(tempfile.mkdtemp(prefix="rf-flood-"))
+    with Lab() as lab:
+        lab.start_server_app()
+        agent = start_reduced_agent(lab, workdir, caps=caps)
+        try:
+            problem = wait_for_ready(agent, workdir / "agent.log", 30.0)
+            if problem is not None:
+                raise RuntimeError(problem)
+            from tests.lab.demo import read_events
+
+            return lab_flood(lab, lambda: read_events(workdir / "agent.log"), kind, count, rate)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=15)
+
+
+# What the unit keeps (CapabilityBoundingSet=CAP_NET_ADMIN, NoNewPrivileges=yes), nothing inheritable.
+REDUCED_CAPS = ("setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_admin", "--no-new-privs", "--")
+
+
+def start_reduced_agent(lab: Any, workdir: Path, *, caps: bool = True,
+                        prefix: tuple[str, ...] = REDUCED_CAPS) -> subprocess.Popen[Any]:  # fmt: skip
+    """`rustyflag-agent run` in the gateway (enforcing, SQLi dropped) under `prefix`."""
+    from tests.lab.netns import python_env
+    from tests.test_live_enforcement import write_live_config
+
+    config = write_live_config(workdir, actions={"sqli": "drop"})
+    command = [*(prefix if caps else ()), sys.executable, "-m", "agent", "run", "--config", str(config)]
+    with (workdir / "agent.log").open("w") as sink:
+        proc: subprocess.Popen[Any] = lab.gateway.popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=python_env()
+        )
+    return proc
+
+
 def _print(figures: object, as_json: bool) -> None:
     data = asdict(figures) if not isinstance(figures, dict | list) else figures  # type: ignore[call-overload]
     if as_json:
@@ -342,14 +595,30 @@ def _print(figures: object, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("flood", choices=("syn", "slowloris", "garbage", "linear", "all"))
+    parser.add_argument(
+        "flood", choices=("syn", "slowloris", "garbage", "linear", "all", "lab", "send")
+    )
     parser.add_argument("--flows", type=int, default=100_000)
     parser.add_argument("--head", type=int, default=16000, help="slowloris bytes per flow")
     parser.add_argument("--segments", type=int, default=8, help="slowloris segments per flow")
     parser.add_argument("--packets", type=int, default=1_000_000)
     parser.add_argument("--sizes", type=int, nargs=2, default=(1000, 16000))
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--kind", choices=("halfopen", "garbage"), default="halfopen")
+    parser.add_argument("--rate", type=float, default=5000.0, help="lab/send packets per second")
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--src", default="10.211.1.2")
+    parser.add_argument("--dst", default="10.211.2.2")
+    parser.add_argument("--limit", type=float, default=60.0, help="send: seconds at most")
+    parser.add_argument("--full-caps", action="store_true", help="lab: agent with root's caps")
     args = parser.parse_args(argv)
+    if args.flood == "send":  # runs inside the lab's client namespace
+        sent = send_raw(args.kind, args.packets, args.src, args.dst, args.rate, args.seed, args.limit)
+        _print(sent, args.json)
+        return 0
+    if args.flood == "lab":
+        _print(run_lab_flood(args.kind, args.packets, args.rate, not args.full_caps), args.json)
+        return 0
     floods = ("syn", "slowloris", "garbage", "linear") if args.flood == "all" else (args.flood,)
     for flood in floods:
         if flood == "syn":
