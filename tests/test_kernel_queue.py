@@ -96,8 +96,8 @@ def handle(pkt):
     blocked = b"EVIL" in data
     ihl = 40 if data[0] >> 4 == 6 else (data[0] & 15) * 4
     payload = data[ihl + (data[ihl + 12] >> 4) * 4:]
-    print(json.dumps({"payload": len(payload), "head": payload[:8].hex(), "blocked": blocked}),
-          flush=True)
+    print(json.dumps({"payload": len(payload), "head": payload[:8].hex(), "blocked": blocked,
+                      "mark": pkt.get_mark()}), flush=True)
     if blocked:
         pkt.set_mark(pkt.get_mark() | BLOCK)
         pkt.repeat()
@@ -192,11 +192,17 @@ def test_fail_open_accepts_what_a_full_queue_would_drop(lab: Lab, fail_open: boo
         assert result["received"] == 0 and result["queue_dropped"] == 92
 
 
-def test_only_the_first_inspect_depth_bytes_of_a_flow_are_queued(lab: Lab) -> None:
+@pytest.mark.parametrize("past_depth", [False, True])
+def test_only_the_first_inspect_depth_bytes_of_a_flow_are_queued(
+    lab: Lab, past_depth: bool
+) -> None:
     lab.start_server_app()
-    spec = lab_spec(queue_nums=(0,), hooks=("forward",), inspect_depth_bytes=1200)
+    spec = lab_spec(queue_nums=(0,), hooks=("forward",), inspect_depth_bytes=1200,
+                    queue_past_depth=past_depth)
     runner = runner_for(lab.gateway)
+    # ~450 bytes a request packet; the last request's 6 KB body spans several segments.
     requests = [Request("POST", f"/r{i}", body="x" * 300) for i in range(8)]
+    requests.append(Request("POST", "/big", body="y" * 6000))
     with kernel_state(lab.gateway) as nft:
         nft.apply(render_ruleset(spec))
         XtQueueRules(runner).install(spec)
@@ -212,7 +218,20 @@ def test_only_the_first_inspect_depth_bytes_of_a_flow_are_queued(lab: Lab) -> No
         finally:
             out, _err = stop(consumer)
         seen = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        assert result.single_connection and all(s is not None for s in result.statuses)
-        # ~450 bytes a request packet (+ handshake): only the first two fit in 1200 bytes.
-        assert 1 <= len(seen) <= 3, seen
-        assert nft.counters()["queued_http"][0] == len(seen)
+        counters = nft.counters()
+    assert result.single_connection and all(s is not None for s in result.statuses)
+    within = [s for s in seen if not s["mark"] & spec.past_depth_mark]
+    past = [s for s in seen if s["mark"] & spec.past_depth_mark]
+    assert 1 <= len(within) <= 3, seen  # only the first 1200 bytes of the flow
+    assert counters["queued_http"][0] == len(within)
+    if not past_depth:
+        assert past == []
+        return
+    # Past the depth: every request start, and none of the bodies' segments. Queued
+    # request heads reach the server after the unqueued body segments behind them,
+    # so the client retransmits some: count distinct request starts.
+    heads = {bytes.fromhex(s["head"]) for s in seen}
+    assert {h for h in heads if h.startswith(b"POST /")} == {
+        f"POST {r.path}".encode()[:8] for r in requests}, heads
+    assert all(bytes.fromhex(s["head"]).startswith(b"POST /") for s in past), past
+    assert counters["queued_past_depth"][0] == len(past)

@@ -66,7 +66,8 @@ def test_ruleset_replaces_table_in_one_transaction() -> None:
 
 def test_nft_backend_queues_with_bypass_and_fanout() -> None:
     text = render_ruleset(campaign_spec())
-    assert text.count("queue num 0-1 bypass,fanout") == 4  # http, dns udp, dns tcp, tls
+    # http, dns udp, dns tcp, tls, and three past-depth rules
+    assert text.count("queue num 0-1 bypass,fanout") == 7
     assert "meta mark set meta mark | 0x20000000" not in text
 
 
@@ -80,6 +81,7 @@ def test_xt_backend_marks_instead_of_queueing() -> None:
     text = render_ruleset(campaign_spec(queue_backend="xt"))
     assert "queue num" not in text
     assert text.count("meta mark set meta mark | 0x20000000") == 4
+    assert text.count("meta mark set meta mark | 0x60000000") == 3  # past depth
 
 
 def test_dry_run_renders_no_drop_or_reject() -> None:
@@ -219,3 +221,19 @@ def test_parse_nflog_batch_stops_at_truncation() -> None:
 def test_parse_nflog_batch_never_raises(data: bytes) -> None:
     for message in parse_nflog_batch(data):
         assert isinstance(message.prefix, str)
+
+
+def test_past_depth_queues_request_starts_and_tiny_segments_marked() -> None:
+    text = render_ruleset(campaign_spec())
+    past = [line.strip() for line in text.splitlines() if "ct original bytes >= 16384" in line]
+    assert len(past) == 4
+    assert "0x504f5354" in past[0] and "0x47455420" in past[0]  # "POST", "GET "
+    assert "@ih,0,16 0x0d0a" in past[1]
+    assert past[2].endswith("@ih,56,8 & 0x0 == 0x0 return")  # >= 8 bytes, no method: skip
+    assert all("meta mark set meta mark | 0x40000000 queue num 0-1" in p
+               for p in (past[0], past[1], past[3]))
+    filter_chain = text.split("chain rf_filter {", 1)[1].split("\t}", 1)[0].strip().splitlines()
+    assert filter_chain[-1].strip() == past[3]  # after every other rule (one is a return)
+    xt = render_ruleset(campaign_spec(queue_backend="xt"))
+    assert xt.count("meta mark set meta mark | 0x60000000") == 3
+    assert "ct original bytes >=" not in render_ruleset(campaign_spec(queue_past_depth=False))

@@ -44,6 +44,15 @@ DNS_TLS_FIRST_PACKETS = 5
 # (and the rule does not match) when there is no payload, so `& 0 == 0` is
 # "this packet carries payload".
 HAS_PAYLOAD = "@ih,0,8 & 0x0 == 0x0"
+# Past the depth, a segment that starts a request (a method token, or the CRLF
+# some servers skip before one) or is too small to tell is still queued,
+# marked so the inspector knows the bytes before it never came. Without this
+# a client could pad a keep-alive connection past the depth with harmless
+# requests and send the attack after them.
+HTTP_REQUEST_STARTS: tuple[bytes, ...] = (
+    b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"CONN", b"TRAC",
+)
+TINY_SEGMENT_BYTES = 8
 
 SET_NAMES: tuple[str, ...] = ("ioc_v4", "ioc_v6", "ioc_net_v4", "ioc_net_v6")
 
@@ -72,6 +81,9 @@ class RulesetSpec:
     # Only used by the xt backend: nft marks, iptables-nft queues what is marked.
     queue_mark: int = 0x20000000
     reset_blocked: bool = True
+    queue_past_depth: bool = True
+    # Set on packets queued past the depth (see HTTP_REQUEST_STARTS).
+    past_depth_mark: int = 0x40000000
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
     # Optional `size` hint for the exact-address hash sets (0: none).
     set_size_hint: int = 0
@@ -116,10 +128,11 @@ def spec_problems(spec: RulesetSpec) -> tuple[str, ...]:
         problems.append("http_ports out of range")
     if spec.inspect_depth_bytes < 1:
         problems.append("inspect_depth_bytes must be positive")
-    if not _single_bit(spec.block_mark) or not _single_bit(spec.queue_mark):
-        problems.append("block_mark and queue_mark must each be one bit of a 32-bit mark")
-    if spec.block_mark == spec.queue_mark:
-        problems.append("block_mark and queue_mark must differ")
+    marks = (spec.block_mark, spec.queue_mark, spec.past_depth_mark)
+    if not all(_single_bit(mark) for mark in marks):
+        problems.append("block, queue and past-depth marks must each be one bit of a 32-bit mark")
+    if len(set(marks)) != len(marks):
+        problems.append("block, queue and past-depth marks must differ")
     if spec.queue_backend not in ("nft", "xt"):
         problems.append(f"unknown queue_backend {spec.queue_backend!r}")
     if spec.chunk_elements < 1:
@@ -140,16 +153,18 @@ COUNTER_NAMES: tuple[str, ...] = (
     "queued_http",
     "queued_dns",
     "queued_tls",
+    "queued_past_depth",
 )
 
 
-def _queue_action(spec: RulesetSpec) -> str:
+def _queue_action(spec: RulesetSpec, extra_mark: int = 0) -> str:
     if spec.queue_backend == "xt":
-        return f"meta mark set meta mark | {spec.queue_mark:#010x}"
+        return f"meta mark set meta mark | {spec.queue_mark | extra_mark:#010x}"
     flags = ["fanout"] if len(set(spec.queue_nums)) > 1 else []
     if not spec.fail_closed:
         flags.insert(0, "bypass")
-    return f"queue num {spec.queue_range}" + (f" {','.join(flags)}" if flags else "")
+    marked = f"meta mark set meta mark | {extra_mark:#010x} " if extra_mark else ""
+    return f"{marked}queue num {spec.queue_range}" + (f" {','.join(flags)}" if flags else "")
 
 
 def _ioc_chain_name(set_name: str, direction: str) -> str:
@@ -225,7 +240,24 @@ def _queue_rules(spec: RulesetSpec) -> list[str]:
                 f"meta l4proto tcp tcp dport {port} {first} {HAS_PAYLOAD} "
                 f'counter name "{counter}" {action}'
             )
+    if spec.http_ports and spec.queue_past_depth:
+        rules.extend(_past_depth_rules(spec))  # last: it ends with a `return`
     return rules
+
+
+def _past_depth_rules(spec: RulesetSpec) -> list[str]:
+    past = (f"meta l4proto tcp tcp dport @http_ports ct direction original "
+            f"ct original bytes >= {spec.inspect_depth_bytes}")
+    action = f'counter name "queued_past_depth" {_queue_action(spec, spec.past_depth_mark)}'
+    starts = ", ".join(f"{int.from_bytes(token, 'big'):#010x}" for token in HTTP_REQUEST_STARTS)
+    at_least_tiny = f"@ih,{8 * TINY_SEGMENT_BYTES - 8},8 & 0x0 == 0x0"
+    return [
+        f"{past} @ih,0,32 {{ {starts} }} {action}",
+        f"{past} @ih,0,16 0x0d0a {action}",
+        # Long enough to show a method and does not: the rest of a body, not inspected.
+        f"{past} {at_least_tiny} return",
+        f"{past} {HAS_PAYLOAD} {action}",
+    ]
 
 
 def _elements(values: Sequence[object], chunk: int) -> Iterator[str]:
