@@ -30,6 +30,19 @@ RELOAD_TIMEOUT = 10.0
 # A second IOC for "added on reload": TEST-NET-2, a host route inside the lab only.
 NEW_IOC = "198.51.100.77"
 FILE_LINE = re.compile(r"\S+:\d+:")
+UDP_BLASTER = """
+import signal, socket, sys, time
+sent, stop = 0, [False]
+signal.signal(signal.SIGINT, lambda *_: stop.__setitem__(0, True))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+deadline = time.monotonic() + float(sys.argv[2])
+while not stop[0] and time.monotonic() < deadline:
+    sock.sendto(b"rf-flood", (sys.argv[1], 9999))
+    sent += 1
+    if sent % 64 == 0:
+        time.sleep(0.001)
+print(sent)
+"""
 
 
 class NotifySocket:
@@ -209,8 +222,13 @@ def test_50_sighups_under_flood_nothing_reaches_the_ioc(
     service.start()
     # Bounded in count and time; only lab addresses.
     flood = lab.client.popen(
-        ["timeout", "40", "ping", "-f", "-q", "-c", "200000", ADDR.ioc_v4],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["timeout", "40", "ping", "-q", "-i", "0.001", "-c", "200000", ADDR.ioc_v4],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    # ping -f slows to ~100/s without replies; a UDP blaster adds volume (bounded: 40 s).
+    blaster = lab.client.popen(
+        [sys.executable, "-c", UDP_BLASTER, ADDR.ioc_v4, "40"],
+        stdout=subprocess.PIPE, text=True,
     )
     curl_loop = lab.client.popen(
         ["timeout", "40", "bash", "-c",
@@ -223,11 +241,20 @@ def test_50_sighups_under_flood_nothing_reaches_the_ioc(
         time.sleep(0.3)
         for _ in range(50):
             durations.append(service.reload()[1])
+        time.sleep(0.3)
     finally:
-        for proc in (flood, curl_loop):
-            proc.terminate()
-            proc.wait(timeout=5)
+        flood.send_signal(signal.SIGINT)  # `timeout` passes it on: ping prints its summary
+        blaster.send_signal(signal.SIGINT)
+        curl_loop.terminate()
+        flood_out, _ = flood.communicate(timeout=5)
+        blasted, _ = blaster.communicate(timeout=5)
+        curl_loop.wait(timeout=5)
+    sent = re.search(r"(\d+) packets transmitted", flood_out)
+    assert sent and int(sent[1]) >= 100, flood_out  # the flood really ran
+    assert int(blasted.strip() or 0) >= 1000, blasted
     assert ioc_counter.packets() == 0
+    assert any(e.get("source") == "nflog" and e.get("dest_port") == 80
+               for e in service.events("decision")), "the curl loop never reached the gateway"
     assert len(service.events("reload")) == 50
     assert not service.events("reload_failed")
     # Still deciding: kernel drops keep being logged and the inspector still sees HTTP.
@@ -241,7 +268,7 @@ def test_50_sighups_under_flood_nothing_reaches_the_ioc(
     late = [e for e in service.events() if e.get("source") == "nfqueue"
             and _epoch(e.get("timestamp")) >= marker - 1]
     assert late, service.tail()
-    print(f"reload SIGHUP->READY: median {sorted(durations)[25] * 1000:.0f} ms, "
+    print(f"flood: {sent[1]} pings + {blasted.strip()} UDP sent; reload SIGHUP->READY: median {sorted(durations)[25] * 1000:.0f} ms, "
           f"max {max(durations) * 1000:.0f} ms")
 
 
