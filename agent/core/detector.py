@@ -118,6 +118,10 @@ class Detector:
                 for name, kind in campaign.enrichment.argument_types:
                     argument_types[(campaign.name, name.lower())] = kind
         self.routes = RouteMatcher(sorted(set(templates)))
+        # Without hostname IOCs the per-request Host lookup can never hit: skipped.
+        self._has_hostnames = any(
+            ioc.hostname for campaign in snapshot.campaigns for ioc in campaign.iocs
+        )
 
         self._arguments: dict[str, tuple[_ArgumentWatch, ...]] = {
             name: tuple(
@@ -349,17 +353,19 @@ class Detector:
                 reasons.extend(
                     self._value_reasons(self._patterns, decoded_target, Where.PATH, None)
                 )
-        if self._arguments or self._values is not None:
+        arguments = self._arguments
+        if arguments or self._values is not None:
             params: Sequence[Param] = extract_params(request, self.routes, path=normalized).params
             for param in params:
                 if only is not None and param.where not in only:
                     continue
-                reasons.extend(self._argument_reasons(param))
+                if param.name in arguments:  # most parameters are not IOA arguments
+                    reasons.extend(self._argument_reasons(param))
                 if self._values is not None and param.where != Where.PATH:
                     reasons.extend(
                         self._value_reasons(self._values, param.value, param.where, param.name)
                     )
-        if (only is None or Where.HOST in only) and request.host:
+        if self._has_hostnames and (only is None or Where.HOST in only) and request.host:
             host = (
                 request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
             )
