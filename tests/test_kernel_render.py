@@ -64,10 +64,13 @@ def test_ruleset_replaces_table_in_one_transaction() -> None:
                           "table inet rustyflag {"]
 
 
-def test_nft_backend_queues_with_bypass_and_fanout() -> None:
+def test_nft_backend_queues_with_bypass_and_flow_hash_balance() -> None:
     text = render_ruleset(campaign_spec())
-    # http, dns udp, dns tcp, tls, and three past-depth rules
-    assert text.count("queue num 0-1 bypass,fanout") == 7
+    # http syn, http head, dns udp, dns tcp, tls, and three past-depth rules
+    assert text.count("queue num 0-1 bypass") == 8
+    # CPU fanout would split a flow across workers (seen in the lab): hash balance only.
+    assert "fanout" not in text
+    assert "tcp flags & (syn | ack) == syn" in text
     assert "meta mark set meta mark | 0x20000000" not in text
 
 
@@ -164,8 +167,7 @@ def test_xt_rules_return_blocked_packets_before_queueing() -> None:
     spec = campaign_spec(queue_backend="xt")
     rules = xt_chain_rules(spec)
     assert rules[0][-2:] == ["-j", "RETURN"] and "0x10000000/0x10000000" in rules[0]
-    assert rules[1][-5:] == ["NFQUEUE", "--queue-balance", "0:1", "--queue-cpu-fanout",
-                             "--queue-bypass"]
+    assert rules[1][-4:] == ["NFQUEUE", "--queue-balance", "0:1", "--queue-bypass"]
     single = nfqueue_target_args(campaign_spec(queue_nums=(2,), fail_closed=True))
     assert single == ["-j", "NFQUEUE", "--queue-num", "2"]
 

@@ -160,9 +160,10 @@ COUNTER_NAMES: tuple[str, ...] = (
 def _queue_action(spec: RulesetSpec, extra_mark: int = 0) -> str:
     if spec.queue_backend == "xt":
         return f"meta mark set meta mark | {spec.queue_mark | extra_mark:#010x}"
-    flags = ["fanout"] if len(set(spec.queue_nums)) > 1 else []
-    if not spec.fail_closed:
-        flags.insert(0, "bypass")
+    # No `fanout`: the default balance hashes the address pair and protocol, so every
+    # packet of a flow (both directions) reaches the same worker and its flow table.
+    # CPU fanout follows the CPU that handled the packet and splits flows.
+    flags = [] if spec.fail_closed else ["bypass"]
     marked = f"meta mark set meta mark | {extra_mark:#010x} " if extra_mark else ""
     return f"{marked}queue num {spec.queue_range}" + (f" {','.join(flags)}" if flags else "")
 
@@ -227,6 +228,12 @@ def _queue_rules(spec: RulesetSpec) -> list[str]:
     action = _queue_action(spec)
     rules: list[str] = []
     if spec.http_ports:
+        # The client's SYN tells the inspector where the stream starts, so a first
+        # segment that arrives after a later one is still placed right.
+        rules.append(
+            f"meta l4proto tcp tcp dport @http_ports ct direction original "
+            f'tcp flags & (syn | ack) == syn counter name "queued_http" {action}'
+        )
         rules.append(
             f"meta l4proto tcp tcp dport @http_ports ct direction original "
             f"ct original bytes < {spec.inspect_depth_bytes} {HAS_PAYLOAD} "

@@ -33,7 +33,8 @@ def nfqueue_target_args(spec: RulesetSpec) -> list[str]:
     if low == high:
         args += ["--queue-num", str(low)]
     else:
-        args += ["--queue-balance", f"{low}:{high}", "--queue-cpu-fanout"]
+        # Hash balance (no --queue-cpu-fanout): a flow's packets stay on one worker.
+        args += ["--queue-balance", f"{low}:{high}"]
     if not spec.fail_closed:
         args.append("--queue-bypass")
     return args

@@ -1,7 +1,7 @@
 """One inspector worker process: one NFQUEUE number, its own decision core.
 
-The kernel spreads flows over the queues (queue balance with CPU fanout
-hashes the flow), so every packet of a flow reaches the same worker and its
+The kernel spreads flows over the queues (queue balance hashes the address
+pair and protocol), so every packet of a flow reaches the same worker and its
 flow table. The main process sends new intel over a pipe; the worker swaps
 its detector without losing flows.
 """
