@@ -21,7 +21,8 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
   fresh connections and on one keep-alive connection: p50 and p99.
 
 Needs root; all traffic stays inside the lab's namespaces (no route out).
-Usage: bench_live.py [--repeat 3] [--bulk-mb 200] [--requests 500] [--seconds 3]
+Usage: bench_live.py [--repeat 3] [--bulk-mb 200] [--bulk-runs 5] [--requests 500]
+       [--seconds 3]
 Internal modes (run inside a namespace by the bench itself): --sender, --bulk-server,
 --bulk-client, --latency-client.
 """
@@ -365,12 +366,17 @@ def conntrack_only(lab: Lab, on: bool) -> None:
         lab.gateway.run(["nft", "delete", "table", "inet", "rf_bench_ct"], check=False)
 
 
-def goodput(lab: Lab, size: int) -> dict[str, float]:
+def goodput(lab: Lab, size: int, runs: int) -> dict[str, float]:
+    """MB/s per direction: the best of `runs` transfers (a 200 MB transfer takes ~0.2 s, so
+    one scheduling hiccup from a neighbour's load swings a single run by 2x)."""
     out = {}
     for verb, label in (("GET", "download"), ("PUT", "upload")):
-        report = ns_python(lab.client, "--bulk-client", ADDR.server_v4, str(BULK_PORT), verb,
-                           str(size))
-        out[label] = size / report["seconds"] / 1e6
+        best = 0.0
+        for _ in range(runs):
+            report = ns_python(lab.client, "--bulk-client", ADDR.server_v4, str(BULK_PORT),
+                               verb, str(size))
+            best = max(best, size / report["seconds"] / 1e6)
+        out[label] = best
     return out
 
 
@@ -421,7 +427,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 if label == "conntrack":
                     conntrack_only(lab, True)
                 try:
-                    for direction, mbps in goodput(lab, size).items():
+                    for direction, mbps in goodput(lab, size, args.bulk_runs).items():
                         bulk.setdefault(f"{direction} {label}", []).append(mbps)
                     for kind, times in latency(lab, args.requests).items():
                         lat.setdefault(f"{kind} {label} p50", []).append(pct(times, 0.5))
@@ -453,7 +459,8 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
             print(f"{label:<12}{value:>12,.0f}{median([r.offered_pps for r in runs]):>11,.0f}"
                   f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
                   + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
-    print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s)")
+    print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s, best of "
+          f"{args.bulk_runs} per round)")
     print(f"{'direction':<12}" + "".join(f"{label:>12}" for label in SETUPS)
           + f"{'agent/none':>12}{'agent/ct':>10}")
     for direction in ("download", "upload"):
@@ -473,6 +480,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bulk-mb", type=int, default=200)
+    parser.add_argument("--bulk-runs", type=int, default=5, help="transfers per setup (best)")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sender", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
