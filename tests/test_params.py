@@ -54,7 +54,8 @@ def values(params: ParamSet, name: str) -> list[tuple[str, Where]]:
         ("/api/x/../totals/last/7", [("num", "7")]),
         ("/api/totals%2flast%2f8", [("num", "8")]),
         ("/api/totals/last", []),
-        ("/api/totals/last/1/2", []),
+        # The last {num} takes the rest of a longer path: slashes cannot hide a value.
+        ("/api/totals/last/1/2", [("num", "1/2")]),
         ("/api/other/last/1", []),
         ("/", []),
     ],

@@ -22,6 +22,10 @@ class _Node:
         self.ends: list[tuple[int, tuple[tuple[int, str], ...]]] = []
 
 
+def _tail_value(segments: list[str], index: int) -> str:
+    return "/".join(segments[index:])
+
+
 def _segments(path: str) -> list[str]:
     trimmed = path.strip("/")
     return trimmed.split("/") if trimmed else []
@@ -30,8 +34,11 @@ def _segments(path: str) -> list[str]:
 class RouteMatcher:
     """Matches normalized paths against route templates, segment by segment.
 
-    Literal segments compare case-insensitively, `{name}` matches exactly one
-    non-empty segment, and a trailing slash on either side is tolerated.
+    Literal segments compare case-insensitively, `{name}` matches one non-empty
+    segment, and a trailing slash on either side is tolerated. A template's LAST
+    `{name}` also takes the rest of a longer path (`/last/1/**/union...` gives
+    num = `1/**/union...`): an attacker's value may contain slashes, and what a
+    permissive server would read as the parameter must not escape inspection.
     """
 
     __slots__ = ("_empty", "_root", "templates")
@@ -69,12 +76,12 @@ class RouteMatcher:
             return ()
         segments = _segments(normalized_path)
         count = len(segments)
-        matched: list[tuple[int, tuple[tuple[int, str], ...]]] = []
+        matched: list[tuple[int, tuple[tuple[int, str], ...], bool]] = []
         pending: list[tuple[_Node, int]] = [(self._root, 0)]
         while pending:
             node, depth = pending.pop()
             if depth == count:
-                matched.extend(node.ends)
+                matched.extend((position, captures, False) for position, captures in node.ends)
                 continue
             segment = segments[depth]
             if node.literals:
@@ -83,10 +90,20 @@ class RouteMatcher:
                     pending.append((child, depth + 1))
             if node.param is not None and segment:
                 pending.append((node.param, depth + 1))
+                if depth + 1 < count:
+                    # Templates ending with this parameter take the rest of the path.
+                    matched.extend(
+                        (position, captures, True)
+                        for position, captures in node.param.ends
+                        if captures and captures[-1][0] == depth
+                    )
         if not matched:
             return ()
         matched.sort()
-        found = {
-            (name, segments[index]): None for _, captures in matched for index, name in captures
-        }
+        found: dict[tuple[str, str], None] = {}
+        for _, captures, tail in matched:
+            last = len(captures) - 1
+            for number, (index, name) in enumerate(captures):
+                value = _tail_value(segments, index) if tail and number == last else segments[index]
+                found[(name, value)] = None
         return tuple(found)
