@@ -505,3 +505,48 @@ def test_log_file_reopened_on_sigusr1_by_main_and_workers(lab: Lab, service: Ser
     assert any(e.get("source") == "nfqueue" for e in fresh), fresh
     assert any(e.get("source") == "nflog" for e in fresh), fresh
     assert not any(e.get("source") == "nfqueue" for e in read_events(rotated))
+
+
+def test_flushed_ruleset_comes_back(
+    lab: Lab, service: ServiceRun, ioc_counter: ServerCounter
+) -> None:
+    """What `systemctl restart nftables` does to us (`flush ruleset`): the agent sees
+    its table deleted on the nf_tables multicast group and puts the rules back."""
+    lab.start_server_app()
+    service.start()
+    blaster = lab.client.popen(
+        [sys.executable, "-c", UDP_BLASTER, ADDR.ioc_v4, "20"], stdout=subprocess.PIPE, text=True
+    )
+    gaps = []
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            flushed = time.monotonic()
+            lab.gateway.run(["nft", "flush", "ruleset"])
+            while time.monotonic() - flushed < 5:
+                if lab.gateway.run(["nft", "list", "table", "inet", "rustyflag"],
+                                   check=False).returncode == 0:
+                    break
+            gaps.append(time.monotonic() - flushed)
+            time.sleep(0.3)
+    finally:
+        blaster.send_signal(signal.SIGINT)
+        blasted, _ = blaster.communicate(timeout=5)
+    leaked = ioc_counter.packets()
+    print(f"ruleset back after flush: {[round(g * 1000) for g in gaps]} ms (nft poll included); "
+          f"{leaked} of {blasted.strip()} UDP packets reached the IOC")
+    assert max(gaps) < 1.0
+    assert len(service.events("rules_restored")) == 3
+    # Everything is back: IOC dropped, queue rules inspect HTTP again.
+    before = ioc_counter.packets()
+    assert not lab.client.ping(ADDR.ioc_v4, count=2, timeout=1.0).ok
+    assert ioc_counter.packets() == before
+    marker = len([e for e in service.events("decision") if e.get("source") == "nfqueue"])
+    lab.client.curl(f"http://{ADDR.server_v4}:80/metrics-ui/server/srv.go")
+    time.sleep(0.5)
+    assert len([e for e in service.events("decision") if e.get("source") == "nfqueue"]) > marker
+    # Our own reloads (which replace the table) are not mistaken for a flush.
+    service.write_config("dry-run")
+    service.reload()
+    time.sleep(0.3)
+    assert len(service.events("rules_restored")) == 3

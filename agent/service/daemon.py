@@ -39,6 +39,7 @@ from agent.logsetup import get_logger
 from agent.service.logfile import LogSink
 from agent.service.permissions import source_problems
 from agent.service.sdnotify import Notifier, watchdog_interval
+from agent.service.table_watch import TableGone, TableWatch
 from agent.service.worker import (
     ReloadMessage,
     ReopenLogMessage,
@@ -51,6 +52,7 @@ from agent.wiring import build_detector
 _PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 WORKER_START_TIMEOUT = 10.0
 RELOAD_ACK_TIMEOUT = 10.0
+RESTORE_RETRY_SECONDS = 0.2
 
 
 @dataclass
@@ -448,16 +450,28 @@ class Agent:
         signal.set_wakeup_fd(write_fd)
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
+        # Listening before the rules go in: a flush at any later moment is seen.
+        watch = self._open_table_watch()
         state = self.start()
         self.notifier.ready(self._status_line(state))
         self.log.info("ready", status=self._status_line(state))
         watchdog = watchdog_interval()
         next_watchdog = time.monotonic()
+        restore_pending = known_gone = False
         try:
             while True:
                 fds = [read_fd] + ([self.nflog.fileno()] if self.nflog else [])
                 fds += [w.process.sentinel for w in state.workers]
-                readable, _, _ = select.select(fds, [], [], watchdog or 1.0)
+                fds += [watch.fileno()] if watch is not None else []
+                timeout = RESTORE_RETRY_SECONDS if restore_pending else (watchdog or 1.0)
+                readable, _, _ = select.select(fds, [], [], min(timeout, watchdog or timeout))
+                if watch is not None and watch.fileno() in readable:
+                    gone = watch.table_gone(state.settings.nft.table)
+                    if gone is not TableGone.NO:
+                        restore_pending = True
+                        known_gone = gone is TableGone.YES
+                if restore_pending:
+                    restore_pending = not self._restore_rules(state, known_gone)
                 if read_fd in readable:
                     with contextlib.suppress(BlockingIOError):
                         os.read(read_fd, 512)
@@ -479,8 +493,40 @@ class Agent:
                         self._signals = [s for s in self._signals if s != signal.SIGHUP]
                         state = self.reload(state)
         finally:
+            if watch is not None:
+                watch.close()
             self.stop(state)
         return 0
+
+    def _open_table_watch(self) -> TableWatch | None:
+        try:
+            return TableWatch()
+        except OSError as exc:
+            self.log.warning(
+                "table_watch_unavailable",
+                problem=str(exc),
+                effect="a flushed ruleset comes back only when the agent restarts",
+            )
+            return None
+
+    def _restore_rules(self, state: _State, known_gone: bool) -> bool:
+        """Put the ruleset back if another program deleted our table; True when in place.
+        `known_gone`: the kernel said so (no `nft list` round trip on the hot path)."""
+        started = time.monotonic()
+        if not known_gone and self._nft(state.settings).table_exists():
+            return True
+        try:
+            self._apply_full(state.settings, state.spec)
+        except KernelError as exc:
+            self.log.error("rules_restore_failed", problem=str(exc), retry_s=RESTORE_RETRY_SECONDS)
+            return False
+        self.log.warning(
+            "rules_restored",
+            reason="table deleted by another program (nftables.service restart, flush ruleset)",
+            duration_ms=_ms(time.monotonic() - started),
+            intel_version=state.snapshot.intel_version,
+        )
+        return True
 
     def _reopen_logs(self, state: _State) -> None:
         try:
