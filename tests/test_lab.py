@@ -421,11 +421,7 @@ def _sqli_request() -> bytes:
     ).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent bug seen 2026-11-28: when the stream's first data segment arrives after a "
-    "later one, the inspector reports http_parse_error and the request passes (flagged)",
-)
+# Was an agent bug (2026-11-28): the SYN was not queued, so the stream start was a guess.
 def test_agent_blocks_sqli_whose_first_segment_arrives_last(served: Lab, tmp_path: Path) -> None:
     agent = start_agent(served, write_demo_config(tmp_path, dry_run=False), tmp_path / "out")
     try:
@@ -439,12 +435,8 @@ def test_agent_blocks_sqli_whose_first_segment_arrives_last(served: Lab, tmp_pat
         agent.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent bug seen 2026-11-28: the NFQUEUE rule balances with CPU fanout, so one "
-    "flow's segments processed on different CPUs reach different workers and no worker "
-    "sees the whole request",
-)
+# Was an agent bug (2026-11-28): CPU fanout split a flow across workers; the queues now
+# balance by flow hash.
 def test_agent_blocks_sqli_segments_sent_from_alternating_cpus(
     served: Lab, tmp_path: Path
 ) -> None:

@@ -399,12 +399,8 @@ def test_http_attack_with_drop_action_resets_after_benign_keepalive_requests(
         assert_valid_event(event)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent bug seen 2026-11-28: a {num} path segment holding a slash (%2F or '/') "
-    "does not match the route /api/totals/last/{num}, so the value is never classified; "
-    "the lab app (like any handler that takes the rest of the path) still runs the SQLi",
-)
+# Was an agent bug (2026-11-28): a {num} holding a slash did not match the route; the
+# route's last parameter now takes the rest of the path.
 @pytest.mark.parametrize("num", [
     "1)%20UNION%20SELECT%20name,secret%20FROM%20users%2F*",
     "1)%20UNION%20SELECT%20name,secret%20FROM%20users/*",
