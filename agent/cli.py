@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -136,6 +137,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.extend(str(p) for p in exc.problems)
     load = _load(args, settings if settings is not None else Settings.model_construct())
     problems.extend(str(p) for p in load.errors)
+    if os.geteuid() == 0:
+        # What `run` refuses (files others could write steer the firewall), said early.
+        from agent.service.permissions import source_problems
+
+        problems.extend(str(p) for p in source_problems(args.config, load.sources))
     campaigns = _campaign_summary(load.snapshot) if load.snapshot else []
     warnings = [str(w) for w in load.warnings]
     usable = not problems and load.snapshot is not None

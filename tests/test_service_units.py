@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -228,3 +229,22 @@ def test_reloaded_intel_is_acyclic_so_freezing_leaks_nothing() -> None:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@needs_root
+def test_check_refuses_what_run_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    tmp_path.chmod(0o755)
+    intel = tmp_path / "intel"
+    intel.mkdir(mode=0o755)
+    shutil.copy(REPO_CONFIG.parent / "campaigns" / "rusty-flag.md", intel)
+    config = tmp_path / "agent.toml"
+    config.write_text(f"[intel]\nsources = [{json.dumps(str(intel))}]\n")
+    config.chmod(0o644)
+    assert main(["check", "--config", str(config)]) == 0
+    (intel / "rusty-flag.md").chmod(0o666)
+    assert main(["check", "--config", str(config)]) != 0
+    assert "rusty-flag.md: refusing intel file: writable by all users" in capsys.readouterr().err
