@@ -135,6 +135,11 @@ class NftSettings(_Section):
     # Single mark bits: a flow the inspector blocked; (xt backend) a packet nft wants queued.
     block_mark: int = Field(default=0x10000000, ge=1, le=0xFFFFFFFF)
     queue_mark: int = Field(default=0x20000000, ge=1, le=0xFFFFFFFF)
+    # Past the inspection depth, packets that start a new HTTP request (and tiny
+    # segments) are still queued, with this mark: keep-alive padding cannot hide
+    # a later request.
+    queue_past_depth: bool = True
+    past_depth_mark: int = Field(default=0x40000000, ge=1, le=0xFFFFFFFF)
 
 
 class ActionSettings(_Section):

@@ -46,6 +46,7 @@ class QueueInspector:
         on_error: OnError,
         *,
         block_mark: int,
+        past_depth_mark: int = 0,
         max_len: int = 4096,
         socket_buffer: int = 8 << 20,
         fail_open_on_overload: bool = True,
@@ -56,6 +57,7 @@ class QueueInspector:
         self.on_decision = on_decision
         self.on_error = on_error
         self.block_mark = block_mark
+        self.past_depth_mark = past_depth_mark
         self.fail_closed_on_error = fail_closed_on_error
         self.counters = QueueCounters()
         self._queue = NetfilterQueue()
@@ -84,10 +86,12 @@ class QueueInspector:
         counters.packets += 1
         try:
             timestamp = packet.get_timestamp() or time.time()
+            past_depth = bool(self.past_depth_mark and packet.get_mark() & self.past_depth_mark)
             meta = PacketMeta(
                 timestamp=timestamp,
                 hook=HOOK_NAMES.get(packet.hook, str(packet.hook)),
                 queue=self.queue_num,
+                past_depth=past_depth,
             )
             decision = self.decide(packet.get_payload(), meta)
             verdict = decision.verdict

@@ -95,6 +95,8 @@ def ruleset_spec(settings: Settings, snapshot: IntelSnapshot, backend: str) -> R
         queue_backend="xt" if backend == "xt" else "nft",
         block_mark=settings.nft.block_mark,
         queue_mark=settings.nft.queue_mark,
+        queue_past_depth=settings.nft.queue_past_depth,
+        past_depth_mark=settings.nft.past_depth_mark,
         reset_blocked=settings.nft.reset_blocked,
     )
 

@@ -130,6 +130,7 @@ def worker_main(
             on_decision,
             on_error,
             block_mark=settings.nft.block_mark,
+            past_depth_mark=settings.nft.past_depth_mark,
             max_len=settings.queue.max_len,
             socket_buffer=settings.queue.socket_buffer,
             fail_open_on_overload=settings.queue.fail_open_on_overload,
