@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from urllib.parse import unquote, unquote_plus
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
