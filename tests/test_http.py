@@ -292,3 +292,12 @@ def test_empty_feed_is_harmless() -> None:
     stream = HttpRequestStream()
     assert stream.feed(b"") == []
     assert stream.finish() == []
+
+
+def test_idle_only_between_requests() -> None:
+    stream = HttpRequestStream()
+    assert stream.idle
+    assert len(stream.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGE")) == 1
+    assert not stream.idle  # the next request has begun
+    assert len(stream.feed(b"T /b HTTP/1.1\r\nHost: x\r\n\r\n")) == 1
+    assert stream.idle

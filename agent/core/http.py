@@ -319,6 +319,16 @@ class HttpRequestStream:
         """True once nothing more will be parsed (error, non-HTTP tunnel, finish)."""
         return self._stopped
 
+    @property
+    def idle(self) -> bool:
+        """True between requests: every byte fed so far belongs to a completed request."""
+        return (
+            not self._stopped
+            and self._upgrade_request is None
+            and not self._tunnel
+            and not self._collector.in_message
+        )
+
     def feed(self, data: bytes) -> list[HttpRequest]:
         """Parse a chunk; return the requests it completed, in order (a failed one last)."""
         out: list[HttpRequest] = []
