@@ -38,13 +38,12 @@ def served(certificate: tuple[Path, Path]) -> Iterator[tuple[str, Document]]:
 
 
 def settings_for(url: str, state_dir: Path, ca_file: Path | None, **feed: object) -> Settings:
+    options: dict[str, object] = {"interval": 30, "timeout": 5, **feed}
     entry = FeedSettings(
         name="blocklist",
         url=url,
-        interval=30,
-        timeout=5,
         ca_file=str(ca_file) if ca_file else None,
-        **feed,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
     return Settings(intel=IntelSettings(sources=[], feeds=[entry], state_dir=str(state_dir)))
 
@@ -194,3 +193,26 @@ def test_interval_and_unreachable_server(certificate: tuple[Path, Path], tmp_pat
     now[0] = 1030.0
     assert manager.due()
     assert len(manager.refresh()) == 1
+
+
+def test_bearer_token_from_the_environment(
+    served: tuple[str, Document], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, document = served
+    settings = settings_for(f"{base}/list", tmp_path, certificate[0])
+    FeedManager(settings, environ={"RUSTYFLAG_FEED_BLOCKLIST_TOKEN": "s3cret"}).refresh()
+    assert document.requests[-1].get("Authorization") == "Bearer s3cret"
+    assert "s3cret" not in feed_store.state_path(tmp_path, "blocklist").read_text()
+
+
+def test_new_settings_keep_the_schedule_of_unchanged_feeds(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    now = [0.0]
+    url = f"https://127.0.0.1:{free_port()}/list"
+    manager = FeedManager(settings_for(url, tmp_path, certificate[0]), clock=lambda: now[0])
+    manager.refresh()
+    same = manager.updated(settings_for(url, tmp_path, certificate[0]))
+    assert not same.due() and same.next_due() == 30.0
+    changed = manager.updated(settings_for(url, tmp_path, certificate[0], interval=60))
+    assert changed.due()  # a changed feed is fetched at once

@@ -227,3 +227,41 @@ def test_a_different_collection_url_starts_from_scratch(
     assert [o["id"] for o in objects] == [other_ioc["id"]]
     snapshot = enforced(moved)
     assert blocks(snapshot, "198.18.0.5") and not blocks(snapshot, "78.135.73.140")
+
+
+def test_empty_collection_contributes_nothing_and_is_then_unchanged(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    with medallion(tmp_path / "medallion") as empty:
+        settings = feed_settings(empty, state_dir)
+        manager = FeedManager(settings, environ=READER_ENV)
+        [first] = manager.refresh()
+        # stix2 refuses a bundle without objects: an empty feed has no copy, and says so.
+        assert first.status is FeedStatus.UPDATED and first.cache is None, first.problems
+        assert feed_store.read_state(state_dir, "fleet").empty
+        load = load_intel(settings)
+        assert not any("no good copy" in p.message for p in load.result.problems)
+        [second] = manager.refresh(force=True)
+        assert second.status is FeedStatus.UNCHANGED and not second.changed
+
+        ioc = indicator("198.18.1.1")
+        empty.add([ioc])
+        [added] = manager.refresh(force=True)
+        assert added.status is FeedStatus.UPDATED and added.cache is not None
+        assert blocks(enforced(settings), "198.18.1.1")
+        assert not feed_store.read_state(state_dir, "fleet").empty
+
+        # Revoking the last object empties the feed: nothing of it is enforced any more.
+        empty.add([dict(ioc, modified="2026-05-01T00:00:00.000Z", revoked=True)])
+        [revoked] = manager.refresh(force=True)
+        assert revoked.status is FeedStatus.UPDATED and revoked.cache is None
+        assert manager.cached_sources() == []
+        assert not added.cache.exists()
+
+        # A corrupt cache is no base: everything is fetched again and the copy rebuilt.
+        empty.add([indicator("198.18.2.2")])
+        [again] = manager.refresh(force=True)
+        assert again.cache is not None
+        again.cache.write_text("garbage")
+        [rebuilt] = manager.refresh(force=True)
+        assert rebuilt.status is FeedStatus.UPDATED
+        assert blocks(enforced(settings), "198.18.2.2")

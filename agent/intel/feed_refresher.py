@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 
+from agent.config import Settings
 from agent.intel.feeds import FeedManager, FeedOutcome
 
 # Upper bound on one idle wait, so a changed clock or a lost wake-up costs little.
@@ -43,10 +44,10 @@ class FeedRefresher:
             self._force = self._force or force
             self._wake.notify()
 
-    def replace(self, manager: FeedManager) -> None:
-        """New settings after a reload; takes effect at the next refresh."""
+    def update_settings(self, settings: Settings) -> None:
+        """Settings after a reload; unchanged feeds keep their schedule (no refetch storm)."""
         with self._lock:
-            self._manager = manager
+            self._manager = self._manager.updated(settings)
             self._wake.notify()
 
     def take(self) -> list[FeedOutcome]:

@@ -38,6 +38,9 @@ class FeedState:
     added_after: str | None = None
     sha256: str | None = None
     fetched_at: str | None = None
+    # The source holds nothing (a TAXII collection with no live object): no copy, no warning.
+    # A file cannot say this: stix2 refuses a bundle without objects.
+    empty: bool = False
 
 
 def feeds_dir(state_dir: Path) -> Path:
@@ -125,6 +128,7 @@ def read_state(state_dir: Path, name: str) -> FeedState:
         added_after=fields.get("added_after"),
         sha256=fields.get("sha256"),
         fetched_at=fields.get("fetched_at"),
+        empty=raw.get("empty") is True,
     )
 
 
@@ -151,6 +155,8 @@ def cached_feed_sources(
     missing: list[LoadProblem] = []
     for feed in settings.intel.feeds:
         copy = cached_copy(state_dir, feed.name)
+        if copy is None and read_state(state_dir, feed.name).empty:
+            continue
         if copy is None:
             missing.append(
                 LoadProblem(

@@ -191,11 +191,13 @@ def bundle_text(feed_name: str, objects: Iterable[Mapping[str, Any]]) -> str:
     return json.dumps(bundle, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def bundle_objects(text: str) -> list[Mapping[str, Any]]:
-    """The objects of a cached bundle (empty if it is not one: then we rebuild from the server)."""
+def bundle_objects(text: str) -> list[Mapping[str, Any]] | None:
+    """The objects of a cached bundle; None if it is not one (then we rebuild from the server)."""
     try:
         raw = json.loads(text)
     except ValueError:
-        return []
-    objects = raw.get("objects") if isinstance(raw, dict) else None
-    return [o for o in objects if isinstance(o, dict)] if isinstance(objects, list) else []
+        return None
+    objects = raw.get("objects", []) if isinstance(raw, dict) else None
+    if not isinstance(objects, list):
+        return None
+    return [o for o in objects if isinstance(o, dict)]

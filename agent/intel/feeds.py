@@ -12,6 +12,7 @@ input or a bad network: every outcome is a `FeedOutcome`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import time
@@ -151,6 +152,15 @@ class FeedManager:
         self._next_due = dict.fromkeys((f.name for f in self.feeds), 0.0)
         self._settings = settings
 
+    def updated(self, settings: Settings) -> FeedManager:
+        """A manager for new settings (after a reload); unchanged feeds keep their schedule."""
+        successor = FeedManager(settings, environ=self.environ, clock=self.clock)
+        old = {f.name: f for f in self.feeds}
+        for feed in successor.feeds:
+            if old.get(feed.name) == feed:
+                successor._next_due[feed.name] = self._next_due[feed.name]
+        return successor
+
     def due(self, now: float | None = None) -> bool:
         """Whether any feed's interval has elapsed (all are due right after start)."""
         moment = self.clock() if now is None else now
@@ -175,18 +185,7 @@ class FeedManager:
                 self._refresh_taxii(feed) if feed.kind == "taxii" else self._refresh_https(feed)
             )
             duration = round((time.monotonic() - started) * 1000, 1)
-            outcomes.append(
-                FeedOutcome(
-                    outcome.name,
-                    outcome.url,
-                    outcome.status,
-                    outcome.problems,
-                    outcome.bytes_fetched,
-                    outcome.objects_changed,
-                    outcome.cache,
-                    duration,
-                )
-            )
+            outcomes.append(dataclasses.replace(outcome, duration_ms=duration))
             self._next_due[feed.name] = self.clock() + feed.interval
         return outcomes
 
@@ -243,6 +242,20 @@ class FeedManager:
         return FeedOutcome(
             feed.name, url, FeedStatus.UPDATED, warnings, len(data), objects_changed, target
         )
+
+    def _store_empty(
+        self, feed: FeedSettings, state: FeedState, *, old_format: Format | None, changed: int
+    ) -> FeedOutcome:
+        """Nothing live in the collection (all revoked, or new): drop the copy, remember why."""
+        try:
+            if old_format is not None:
+                feed_store.discard(feed_store.cache_path(self.state_dir, feed.name, old_format))
+            feed_store.write_state(
+                self.state_dir, feed.name, dataclasses.replace(state, format=None, empty=True)
+            )
+        except OSError as exc:
+            return self._failed(feed, f"cannot store state: {exc}")
+        return FeedOutcome(feed.name, feed_url(feed), FeedStatus.UPDATED, objects_changed=changed)
 
     def _refresh_https(self, feed: FeedSettings) -> FeedOutcome:
         url = feed.url
@@ -309,14 +322,17 @@ class FeedManager:
         url = feed_url(feed)
         state = feed_store.read_state(self.state_dir, feed.name)
         cached = feed_store.cached_copy(self.state_dir, feed.name)
-        cached_objects: list[Mapping[str, Any]] = []
+        cached_objects: list[Mapping[str, Any]] | None = None
         # A copy of another collection (the url changed) is no base to merge into.
         if cached is not None and state.url == url:
             try:
                 cached_objects = bundle_objects(cached[0].read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError):
-                cached_objects = []
-        added_after = state.added_after if cached_objects else None
+                cached_objects = None
+        elif state.empty and state.url == url:
+            cached_objects = []
+        # Without a usable base, ask for everything.
+        added_after = state.added_after if cached_objects is not None else None
         creds = feed_credentials(feed.name, self.environ)
         auth: requests.auth.AuthBase | tuple[str, str] | None = None
         if creds.token:
@@ -336,32 +352,32 @@ class FeedManager:
             )
         except Exception as exc:  # requests, taxii2-client and JSON errors: all mean "failed"
             return self._failed(feed, f"TAXII fetch: {type(exc).__name__}: {exc}")
-        merged, changed = merge_objects(cached_objects, fetched.objects)
+        merged, changed = merge_objects(cached_objects or (), fetched.objects)
         new_state = FeedState(
             url=url,
             format="stix",
             added_after=fetched.added_after,
             fetched_at=_now_text(),
         )
-        if changed == 0 and cached is not None and cached_objects:
+        if changed == 0 and cached_objects is not None:
             if fetched.added_after != state.added_after:
                 try:
                     feed_store.write_state(self.state_dir, feed.name, new_state)
                 except OSError as exc:
                     return self._failed(feed, f"cannot store state: {exc}", fetched.bytes_read)
             return FeedOutcome(
-                feed.name, url, FeedStatus.UNCHANGED, (), fetched.bytes_read, 0, cached[0]
+                feed.name,
+                url,
+                FeedStatus.UNCHANGED,
+                (),
+                fetched.bytes_read,
+                0,
+                cached[0] if cached else None,
             )
+        if not merged:
+            return self._store_empty(feed, new_state, old_format=state.format, changed=changed)
         data = bundle_text(feed.name, merged).encode("utf-8")
         outcome = self._store(
             feed, data, "stix", new_state, old_format=state.format, objects_changed=changed
         )
-        return FeedOutcome(
-            outcome.name,
-            outcome.url,
-            outcome.status,
-            outcome.problems,
-            fetched.bytes_read,
-            changed,
-            outcome.cache,
-        )
+        return dataclasses.replace(outcome, bytes_fetched=fetched.bytes_read)
