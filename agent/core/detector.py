@@ -118,8 +118,8 @@ class Detector:
                 for name, kind in campaign.enrichment.argument_types:
                     argument_types[(campaign.name, name.lower())] = kind
         self.routes = RouteMatcher(sorted(set(templates)))
-        # Without hostname IOCs the per-request Host lookup can never hit: skipped.
-        self._has_hostnames = any(
+        # Without hostname IOCs no Host, SNI or DNS name can hit: the lookups are skipped.
+        self.has_hostnames = any(
             ioc.hostname for campaign in snapshot.campaigns for ioc in campaign.iocs
         )
 
@@ -365,7 +365,7 @@ class Detector:
                     reasons.extend(
                         self._value_reasons(self._values, param.value, param.where, param.name)
                     )
-        if self._has_hostnames and (only is None or Where.HOST in only) and request.host:
+        if self.has_hostnames and (only is None or Where.HOST in only) and request.host:
             host = (
                 request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
             )

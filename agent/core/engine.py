@@ -93,7 +93,12 @@ class DecisionCore:
             and not address_hit
             and not update.anomalies
             and not flow.blocked
-            and (packet.proto != _UDP or packet.dport != _DNS_PORT or not packet.payload)
+            and (
+                packet.proto != _UDP
+                or packet.dport != _DNS_PORT
+                or not packet.payload
+                or not detector.has_hostnames
+            )
         ):
             # The common case (ACKs, server->client data, non-DNS datagrams): nothing to inspect.
             return self._plain_accept(flow)
@@ -111,11 +116,18 @@ class DecisionCore:
                 http_info = self._inspect_http(
                     flow, new_data, update.depth_reached, reasons, anomalies
                 )
-            elif packet.proto == _TCP and flow.key.dest_port == _TLS_PORT:
+            elif (
+                packet.proto == _TCP and flow.key.dest_port == _TLS_PORT and detector.has_hostnames
+            ):
                 sni = tls_client_hello_sni(new_data)
                 if sni:
                     reasons.extend(detector.hostname_reasons(sni, Where.SNI))
-        if packet.proto == _UDP and packet.dport == _DNS_PORT and packet.payload:
+        if (
+            packet.proto == _UDP
+            and packet.dport == _DNS_PORT
+            and packet.payload
+            and detector.has_hostnames
+        ):
             qname = dns_query_name(packet.payload)
             if qname:
                 reasons.extend(detector.hostname_reasons(qname, Where.DNS))
