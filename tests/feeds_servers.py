@@ -227,6 +227,9 @@ class Document:
     etag: str | None = None
     last_modified: str | None = None
     send_length: bool = True
+    # Answer every path but this one with a 302 to `redirect_to`.
+    redirect_to: str | None = None
+    serve_path: str = "/final"
     requests: list[dict[str, str]] = field(default_factory=list)
     full_responses: int = 0
 
@@ -240,6 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         doc = self.server.document  # type: ignore[attr-defined]
         doc.requests.append(dict(self.headers.items()))
+        if doc.redirect_to is not None and self.path != doc.serve_path:
+            self.send_response(302)
+            self.send_header("Location", doc.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if doc.etag is not None and self.headers.get("If-None-Match") == doc.etag:
             self.send_response(304)
             self.send_header("ETag", doc.etag)

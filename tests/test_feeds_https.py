@@ -216,3 +216,20 @@ def test_new_settings_keep_the_schedule_of_unchanged_feeds(
     assert not same.due() and same.next_due() == 30.0
     changed = manager.updated(settings_for(url, tmp_path, certificate[0], interval=60))
     assert changed.due()  # a changed feed is fetched at once
+
+
+def test_redirects_stay_on_https(
+    served: tuple[str, Document], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, document = served
+    document.redirect_to = f"{base}/final"
+    followed = FeedManager(settings_for(f"{base}/list", tmp_path / "a", certificate[0]))
+    [outcome] = followed.refresh()
+    assert outcome.status is FeedStatus.UPDATED
+    assert document.full_responses == 1 and len(document.requests) == 2
+    document.redirect_to = base.replace("https://", "http://") + "/final"
+    downgraded = FeedManager(settings_for(f"{base}/list", tmp_path / "b", certificate[0]))
+    [refused] = downgraded.refresh()
+    assert refused.status is FeedStatus.FAILED
+    assert "refused" in refused.problems[0].message
+    assert document.full_responses == 1

@@ -40,7 +40,7 @@ _SCHEMES = ("http://", "https://")
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would follow a redirect to ftp://; a feed stays on HTTP(S)."""
+    """urllib would follow a redirect to ftp:// or from https to http; a feed does neither."""
 
     def redirect_request(  # noqa: PLR0917 (signature fixed by urllib)
         self,
@@ -51,7 +51,10 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
-        if not newurl.lower().startswith(_SCHEMES):
+        downgrade = req.full_url.lower().startswith("https://") and not newurl.lower().startswith(
+            "https://"
+        )
+        if downgrade or not newurl.lower().startswith(_SCHEMES):
             raise urllib.error.HTTPError(
                 newurl, code, f"redirect to {newurl!r} refused", headers, fp
             )
