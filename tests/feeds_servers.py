@@ -38,7 +38,8 @@ for prop in ("users", "taxii", "backend"):
     set_config(application_instance, prop, config)
 register_blueprints(application_instance)
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
-application_instance.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True)
+tls = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else None
+application_instance.run(host="127.0.0.1", port=int(sys.argv[2]), threaded=True, ssl_context=tls)
 """
 
 
@@ -61,12 +62,12 @@ def _medallion_config(data_file: Path) -> dict[str, Any]:
     }
 
 
-def _medallion_data(port: int) -> dict[str, Any]:
+def _medallion_data(base: str) -> dict[str, Any]:
     return {
         "/discovery": {
             "title": "rustyflag test TAXII server",
-            "default": f"http://{LOOPBACK}:{port}/api1/",
-            "api_roots": [f"http://{LOOPBACK}:{port}/api1/"],
+            "default": f"{base}/api1/",
+            "api_roots": [f"{base}/api1/"],
         },
         "api1": {
             "information": {
@@ -96,12 +97,18 @@ class MedallionServer:
     """A medallion process on loopback; `add` posts STIX objects as the writer."""
 
     workdir: Path
+    # (cert, key): serve HTTPS with this certificate.
+    tls: tuple[Path, Path] | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}"
+
+    @property
     def api_root(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/api1/"
+        return f"{self.base}/api1/"
 
     @property
     def collection_url(self) -> str:
@@ -114,10 +121,17 @@ class MedallionServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         data_file = self.workdir / "medallion-data.json"
         config_file = self.workdir / "medallion-config.json"
-        data_file.write_text(json.dumps(_medallion_data(self.port)))
+        data_file.write_text(json.dumps(_medallion_data(self.base)))
         config_file.write_text(json.dumps(_medallion_config(data_file)))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _MEDALLION_LAUNCHER, str(config_file), str(self.port)],
+            [
+                sys.executable,
+                "-c",
+                _MEDALLION_LAUNCHER,
+                str(config_file),
+                str(self.port),
+                *([str(self.tls[0]), str(self.tls[1])] if self.tls else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -146,7 +160,14 @@ class MedallionServer:
         self.process = None
 
     def add(self, objects: Sequence[Mapping[str, Any]], collection_id: str = COLLECTION_ID) -> None:
-        collection = Collection(self.url_of(collection_id), user=WRITER[0], password=WRITER[1])
+        collection = Collection(
+            self.url_of(collection_id),
+            user=WRITER[0],
+            password=WRITER[1],
+            verify=str(self.tls[0]) if self.tls else True,
+        )
+        # requests would let REQUESTS_CA_BUNDLE override `verify` (requests#3829).
+        collection._conn.session.trust_env = False
         try:
             status = collection.add_objects(
                 {"type": "bundle", "id": "bundle--" + _uuid(), "objects": list(objects)},
@@ -166,8 +187,8 @@ def _uuid() -> str:
 
 
 @contextlib.contextmanager
-def medallion(workdir: Path) -> Iterator[MedallionServer]:
-    server = MedallionServer(workdir)
+def medallion(workdir: Path, tls: tuple[Path, Path] | None = None) -> Iterator[MedallionServer]:
+    server = MedallionServer(workdir, tls)
     server.start()
     try:
         yield server

@@ -25,6 +25,7 @@ from tests.feeds_servers import (
     MedallionServer,
     campaign_objects,
     indicator,
+    make_self_signed,
     medallion,
 )
 from tests.helpers import REPO
@@ -265,3 +266,23 @@ def test_empty_collection_contributes_nothing_and_is_then_unchanged(tmp_path: Pa
         [rebuilt] = manager.refresh(force=True)
         assert rebuilt.status is FeedStatus.UPDATED
         assert blocks(enforced(settings), "198.18.2.2")
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_taxii_over_tls_with_a_pinned_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A system bundle in the environment must not replace the feed's ca_file.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    cert, key = make_self_signed(tmp_path)
+    with medallion(tmp_path / "medallion", tls=(cert, key)) as secure:
+        secure.add(campaign_objects(RUSTY_FLAG_STIX))
+        untrusted = feed_settings(secure, tmp_path / "a")
+        [refused] = FeedManager(untrusted, environ=READER_ENV).refresh()
+        assert refused.status is FeedStatus.FAILED
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.problems[0].message
+        trusted = feed_settings(secure, tmp_path / "b", ca_file=str(cert))
+        [loaded] = FeedManager(trusted, environ=READER_ENV).refresh()
+        assert loaded.status is FeedStatus.UPDATED, loaded.problems
+        assert blocks(enforced(trusted), "78.135.73.140")
+        unverified = feed_settings(secure, tmp_path / "c", verify_tls=False)
+        [lab] = FeedManager(unverified, environ=READER_ENV).refresh()
+        assert lab.status is FeedStatus.UPDATED, lab.problems

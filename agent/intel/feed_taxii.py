@@ -47,8 +47,15 @@ class _BoundedSession(requests.Session):
         self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
     ) -> requests.Response:
         kwargs.setdefault("timeout", self.feed_timeout)
+        # Per request: else REQUESTS_CA_BUNDLE in the environment overrides the session's
+        # verify (requests#3829), dropping the feed's ca_file or verify_tls=false.
+        kwargs.setdefault("verify", self.verify)
         kwargs["stream"] = True
         response = super().request(method, url, *args, **kwargs)
+        asked = url.decode() if isinstance(url, bytes) else url
+        if asked.lower().startswith("https://") and not response.url.lower().startswith("https://"):
+            response.close()
+            raise requests.RequestException(f"redirect from https to {response.url!r} refused")
         body = bytearray()
         try:
             for chunk in response.iter_content(_CHUNK):
