@@ -416,12 +416,13 @@ def run_bench(args: argparse.Namespace) -> int:
         configs = {n: write_config(workdir, list(range(n))) for n in (1, 2)}
         for rep in range(args.repeat):
             print(f"round {rep + 1}/{args.repeat} (load {os.getloadavg()[0]:.2f})", flush=True)
-            for n, config in configs.items():
+            for n, config in configs.items() if not args.skip_pps else ():
                 pps.setdefault(f"trivial q{n}", []).append(
                     pps_trivial(lab, config, list(range(n)), args.seconds))
                 pps.setdefault(f"agent q{n}", []).append(
                     pps_agent(lab, config, args.seconds, workdir))
-            for label in SETUPS:
+            # Rotated each round: the first setup after the pps runs is not always the same.
+            for label in SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]:
                 agent = start_agent(lab, configs[2], workdir / f"run-{rep}.jsonl") \
                     if label == "agent" else None
                 if label == "conntrack":
@@ -446,19 +447,8 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
            lat: dict[str, list[float]], args: argparse.Namespace) -> None:
     print(f"\nmachine: {os.cpu_count()} CPUs, kernel {os.uname().release}, "
           f"Python {sys.version.split()[0]}; median of {args.repeat}")
-    print(f"\nNFQUEUE packets/s ({args.seconds:g} s per run; one raw sender per CPU)")
-    print(f"{'consumer':<12}{'verdicted/s':>12}{'offered/s':>11}{'vs trivial':>11}"
-          f"{'per CPU-s':>11}{'vs trivial':>11}  runs (verdicted/s)")
-    for n in (1, 2):
-        base = median([r.verdicted_pps for r in pps[f"trivial q{n}"]])
-        base_cpu = median([r.per_cpu_second for r in pps[f"trivial q{n}"]])
-        for label in (f"trivial q{n}", f"agent q{n}"):
-            runs = pps[label]
-            value = median([r.verdicted_pps for r in runs])
-            per_cpu = median([r.per_cpu_second for r in runs])
-            print(f"{label:<12}{value:>12,.0f}{median([r.offered_pps for r in runs]):>11,.0f}"
-                  f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
-                  + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
+    if pps:
+        report_pps(pps, args)
     print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s, best of "
           f"{args.bulk_runs} per round)")
     print(f"{'direction':<12}" + "".join(f"{label:>12}" for label in SETUPS)
@@ -475,6 +465,23 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
                  for q in ("p50", "p99") for label in SETUPS]
         print(f"{kind:<12}" + "".join(f"{c:>16.2f}" for c in cells))
 
+
+def report_pps(pps: dict[str, list[PpsResult]], args: argparse.Namespace) -> None:
+    print(f"\nNFQUEUE packets/s ({args.seconds:g} s per run; one raw sender per CPU)")
+    print(f"{'consumer':<12}{'verdicted/s':>12}{'offered/s':>11}{'vs trivial':>11}"
+          f"{'per CPU-s':>11}{'vs trivial':>11}  runs (verdicted/s)")
+    for n in (1, 2):
+        base = median([r.verdicted_pps for r in pps[f"trivial q{n}"]])
+        base_cpu = median([r.per_cpu_second for r in pps[f"trivial q{n}"]])
+        for label in (f"trivial q{n}", f"agent q{n}"):
+            runs = pps[label]
+            value = median([r.verdicted_pps for r in runs])
+            per_cpu = median([r.per_cpu_second for r in runs])
+            print(f"{label:<12}{value:>12,.0f}{median([r.offered_pps for r in runs]):>11,.0f}"
+                  f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
+                  + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -483,6 +490,7 @@ def main() -> int:
     parser.add_argument("--bulk-runs", type=int, default=5, help="transfers per setup (best)")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--skip-pps", action="store_true", help="goodput and latency only")
     parser.add_argument("--sender", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--bulk-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bulk-client", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
