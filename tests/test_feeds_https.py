@@ -17,7 +17,7 @@ import pytest
 
 from agent.config import FeedSettings, IntelSettings, Settings
 from agent.intel import feed_store
-from agent.intel.feeds import FeedManager, FeedStatus
+from agent.intel.feeds import FAILED_RETRY_SECONDS, FeedManager, FeedStatus
 from agent.intel.loading import load_intel
 from tests.feeds_servers import Document, free_port, https_server, make_self_signed
 
@@ -233,3 +233,14 @@ def test_redirects_stay_on_https(
     assert refused.status is FeedStatus.FAILED
     assert "refused" in refused.problems[0].message
     assert document.full_responses == 1
+
+
+def test_a_failed_feed_is_retried_before_its_interval(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    now = [0.0]
+    url = f"https://127.0.0.1:{free_port()}/list"
+    settings = settings_for(url, tmp_path, certificate[0], interval=3600)
+    manager = FeedManager(settings, clock=lambda: now[0])
+    assert manager.refresh()[0].status is FeedStatus.FAILED
+    assert manager.next_due() == FAILED_RETRY_SECONDS

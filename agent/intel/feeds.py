@@ -39,6 +39,9 @@ from agent.intel.feed_taxii import (
 from agent.intel.model import LoadProblem, SourceRef
 from agent.intel.sources import detect_format, load_source
 
+# After a network failure the next try comes within this, whatever the interval.
+FAILED_RETRY_SECONDS = 60.0
+
 
 class FeedStatus(StrEnum):
     UPDATED = "updated"  # a new good copy is stored: reload
@@ -186,7 +189,11 @@ class FeedManager:
             )
             duration = round((time.monotonic() - started) * 1000, 1)
             outcomes.append(dataclasses.replace(outcome, duration_ms=duration))
-            self._next_due[feed.name] = self.clock() + feed.interval
+            # A gateway that booted before its network comes back sooner than a full interval.
+            wait = feed.interval
+            if outcome.status is FeedStatus.FAILED:
+                wait = min(wait, FAILED_RETRY_SECONDS)
+            self._next_due[feed.name] = self.clock() + wait
         return outcomes
 
     # -- one feed -------------------------------------------------------------------------
