@@ -92,8 +92,8 @@ def test_reload_message_pickles_settings_bound_to_a_file(tmp_path: Path) -> None
         pickle.dumps(settings)  # why picklable_settings exists
     copy = pickle.loads(pickle.dumps(picklable_settings(settings)))
     assert copy.model_dump() == settings.model_dump() and copy.dry_run
-    message = ReloadMessage(picklable_settings(settings), (), "v")
-    assert pickle.loads(pickle.dumps(message)).intel_version == "v"
+    message = ReloadMessage(picklable_settings(settings), (tmp_path,), True, "v")
+    assert pickle.loads(pickle.dumps(message)) == message
 
 
 # -- permissions ------------------------------------------------------------------------

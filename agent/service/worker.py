@@ -13,16 +13,18 @@ import gc
 import os
 import select
 import signal
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
 from agent.core.decision import Decision, PacketMeta, Verdict
 from agent.errors import AgentError
 from agent.events import decision_event
-from agent.intel.model import Campaign
-from agent.intel.snapshot import IntelSnapshot, build_snapshot
+from agent.intel.loading import load_intel
+from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.nfqueue_inspector import QueueInspector
 from agent.logsetup import get_logger
 from agent.service.logfile import LogSink
@@ -33,17 +35,24 @@ POLL_SECONDS = 1.0
 
 @dataclass(frozen=True, slots=True)
 class ReloadMessage:
-    """New settings and intel for a worker. The snapshot itself holds closures (its
-    address matcher) that cannot be pickled, so the campaigns travel and the worker
-    rebuilds the snapshot; `intel_version` lets the main process check they agree."""
+    """Switch to new settings and intel. The worker reads the same sources itself:
+    pickling the campaigns costs more than parsing them (100k IOCs: 1.4 s to dump per
+    worker, 2.4 s to load, vs 0.9 s to parse), and the snapshot holds closures that
+    cannot be pickled at all. The main process already validated the sources; it
+    compares the `intel_version` each worker acks with its own and replaces a worker
+    that read something else (a file changed in between)."""
 
     settings: Settings
-    campaigns: tuple[Campaign, ...]
+    extra_intel: tuple[Path, ...]
+    include_configured: bool
     intel_version: str
 
-    @classmethod
-    def of(cls, settings: Settings, snapshot: IntelSnapshot) -> ReloadMessage:
-        return cls(picklable_settings(settings), snapshot.campaigns, snapshot.intel_version)
+
+def load_for_worker(message: ReloadMessage) -> IntelSnapshot | None:
+    with paused_gc():
+        return load_intel(
+            message.settings, message.extra_intel, include_configured=message.include_configured
+        ).snapshot
 
 
 def picklable_settings(settings: Settings) -> Settings:
@@ -164,14 +173,27 @@ def worker_main(
                     if message.settings.log != state["settings"].log:
                         with contextlib.suppress(AgentError):
                             sink.apply(message.settings.log)
-                    snapshot = build_snapshot(message.campaigns)
+                    received = time.monotonic()
+                    fresh = load_for_worker(message)
+                    if fresh is None:
+                        # Keep deciding on the old intel; the main process replaces us.
+                        control.send(("reload_failed", queue_num, None))
+                        continue
                     state["settings"] = message.settings
-                    core.swap_detector(build_detector(message.settings, snapshot))
+                    core.swap_detector(build_detector(message.settings, fresh))
                     core.limits = limits_from_settings(message.settings)
-                    del snapshot
+                    del fresh
                     control.send(("reloaded", queue_num, core.detector.intel_version))
+                    switched = time.monotonic()
                     # After the ack: the switch is done, this only tidies up.
                     freeze_long_lived(full=False)
+                    log.info(
+                        "worker_reloaded",
+                        worker=queue_num,
+                        intel_version=message.intel_version,
+                        switch_ms=round((switched - received) * 1000, 1),
+                        gc_ms=round((time.monotonic() - switched) * 1000, 1),
+                    )
                 elif message == "stats":
                     control.send(("stats", queue_num, inspector.counters, len(core.flows)))
     finally:
