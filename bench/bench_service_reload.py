@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.lab.netns import Lab, cleanup_stale, lab_unavailable_reason
 import tests.test_service_lab as service_lab
+from tests.lab.netns import Lab, cleanup_stale, lab_unavailable_reason
 from tests.test_service_lab import ServiceRun
 
 service_lab.RELOAD_TIMEOUT = 300.0  # large intel: measure, do not time out
