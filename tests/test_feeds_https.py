@@ -244,3 +244,23 @@ def test_a_failed_feed_is_retried_before_its_interval(
     manager = FeedManager(settings, clock=lambda: now[0])
     assert manager.refresh()[0].status is FeedStatus.FAILED
     assert manager.next_due() == FAILED_RETRY_SECONDS
+
+
+def test_a_document_that_changes_format_replaces_the_old_copy(
+    served: tuple[str, Document], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, document = served
+    settings = settings_for(f"{base}/intel", tmp_path, certificate[0])
+    manager = FeedManager(settings)
+    [plain] = manager.refresh()
+    assert plain.cache == tmp_path / "feeds" / "blocklist.txt"
+    stix = Path(__file__).parent / "data" / "intel" / "stix-rusty-flag.json"
+    document.body, document.etag = stix.read_bytes(), '"stix"'
+    [bundle] = manager.refresh(force=True)
+    assert bundle.status is FeedStatus.UPDATED
+    assert bundle.cache == tmp_path / "feeds" / "blocklist.json"
+    assert not plain.cache.exists()
+    assert manager.cached_sources() == [bundle.cache]
+    load = load_intel(settings)
+    assert load.snapshot is not None
+    assert [c.name for c in load.snapshot.campaigns] == ["Rusty Flag"]

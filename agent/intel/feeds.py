@@ -239,12 +239,13 @@ class FeedManager:
             )
         try:
             feed_store.commit(staged, target)
-            if old_format is not None and old_format != fmt:
-                feed_store.discard(feed_store.cache_path(self.state_dir, feed.name, old_format))
+            # State before cleanup: a crash in between leaves a stray file, never a lost copy.
             feed_store.write_state(self.state_dir, feed.name, state)
         except OSError as exc:
             feed_store.discard(staged)
             return self._failed(feed, f"cannot store the copy: {exc}", len(data))
+        if old_format is not None and old_format != fmt:
+            feed_store.discard(feed_store.cache_path(self.state_dir, feed.name, old_format))
         warnings = tuple(_relocated(p, staged, target, prefix) for p in result.problems)
         return FeedOutcome(
             feed.name, url, FeedStatus.UPDATED, warnings, len(data), objects_changed, target
