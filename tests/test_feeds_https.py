@@ -264,3 +264,24 @@ def test_a_document_that_changes_format_replaces_the_old_copy(
     load = load_intel(settings)
     assert load.snapshot is not None
     assert [c.name for c in load.snapshot.campaigns] == ["Rusty Flag"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")
+def test_the_cache_passes_the_daemons_ownership_check(
+    served: tuple[str, Document], certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from agent.intel.loading import resolve_sources
+    from agent.service.permissions import source_problems
+
+    base, _ = served
+    state_dir = tmp_path / "var-lib"
+    settings = settings_for(f"{base}/list", state_dir, certificate[0])
+    [outcome] = FeedManager(settings).refresh()
+    assert outcome.cache is not None
+    sources = resolve_sources(settings)
+    assert sources == [outcome.cache]
+    assert source_problems(None, sources) == []
+    # The check is real: a group-writable copy is refused.
+    outcome.cache.chmod(0o660)
+    os.chown(outcome.cache, 0, 1)
+    assert source_problems(None, sources)
