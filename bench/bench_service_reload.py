@@ -36,6 +36,15 @@ def _write_list(path: Path, count: int, offset: int = 0) -> None:
     path.write_text("".join(f"{ipaddress.IPv4Address(base + offset + i)}\n" for i in range(count)))
 
 
+def _settle(run: ServiceRun, reloads: int, workers: int = 2, timeout: float = 120.0) -> None:
+    """Wait until every worker finished its post-ack GC, so reloads are measured apart."""
+    deadline = time.monotonic() + timeout
+    while len(run.events("worker_reloaded")) < reloads * workers:
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not report their reloads")
+        time.sleep(0.1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iocs", type=int, default=100_000)
@@ -54,9 +63,13 @@ def main() -> int:
             started = time.monotonic()
             run.start()
             ready_s = time.monotonic() - started
-            walls = [run.reload()[1] for _ in range(args.reloads)]
+            walls = []
+            for done in range(1, args.reloads + 1):
+                walls.append(run.reload()[1])
+                _settle(run, done)
             _write_list(feed, args.iocs, offset=1)  # one address out, one in
             changed_s = run.reload()[1]
+            _settle(run, args.reloads + 1)
             events = run.events("reload")
             worker_events = run.events("worker_reloaded")
             run.stop()
