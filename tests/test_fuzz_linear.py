@@ -5,7 +5,7 @@ place of an HTTP request (path, query value and name, form, JSON, multipart
 name, cookie, Content-Type parameters, Host, other headers) and times
 `DecisionCore.decide` on a small and a 16x larger request. A linear path keeps
 the per-byte time about equal; a quadratic one multiplies it by about 16. The
-bound (6x) leaves room for a loaded CI machine. `bench/bench_floods.py --linear`
+bound (8x, best of three attempts) leaves room for a loaded CI machine. `bench/bench_floods.py --linear`
 prints the same scan with absolute figures (worst microseconds per byte).
 
 The two regressions found this way (params.py: `_leaf_name` on "[" without "]",
@@ -31,7 +31,7 @@ from tests.test_core import CLIENT, SERVER
 
 META = PacketMeta(timestamp=1_700_000_000.0)
 SMALL, LARGE = 500, 8000
-MAX_GROWTH = 6.0
+MAX_GROWTH = 8.0
 ROUTES = RouteMatcher(["/api/totals/last/{num}", "/api/diffs/last/{num}"])
 
 # Units chosen for the regexes in normalize/params/classify/sqli/xss: quotes,
@@ -121,7 +121,7 @@ def growth(timer: Timer, place: str, unit: bytes, small: int, large: int) -> tup
     """(per-byte time ratio large/small, worst microseconds per byte at `large`)."""
     build = PLACES[place][1]
     per_small = min(timer.seconds(build(payload(unit, small))) for _ in range(3)) / small
-    per_large = min(timer.seconds(build(payload(unit, large))) for _ in range(2)) / large
+    per_large = min(timer.seconds(build(payload(unit, large))) for _ in range(3)) / large
     return per_large / max(per_small, 1e-9), per_large * 1e6
 
 
@@ -129,12 +129,14 @@ def test_time_per_byte_is_flat_for_every_family() -> None:
     timer = Timer(default_core())
     slow: list[str] = []
     for place, label, unit in families():
-        ratio, _ = growth(timer, place, unit, SMALL, LARGE)
-        if ratio > MAX_GROWTH:
-            # Retry once: a busy machine can stall one measurement.
-            ratio, _ = growth(timer, place, unit, SMALL, LARGE)
-            if ratio > MAX_GROWTH:
-                slow.append(f"{place} {label}: x{ratio:.1f} per byte for x{LARGE // SMALL} size")
+        # Up to three attempts: a busy machine can stall a measurement, not all three.
+        ratios = []
+        for _ in range(3):
+            ratios.append(growth(timer, place, unit, SMALL, LARGE)[0])
+            if ratios[-1] <= MAX_GROWTH:
+                break
+        else:
+            slow.append(f"{place} {label}: x{min(ratios):.1f} per byte for x{LARGE // SMALL} size")
     assert not slow, slow
 
 
