@@ -210,3 +210,63 @@ def test_malformed_packets_are_data() -> None:
     failure = core.decide(b"\x45\x00", _meta())
     assert failure.decode_failure is not None
     _event_ok(failure)
+
+
+# -- inspection depth: keep-alive padding cannot hide a later request ---------------------
+
+
+def _segment(sport: int, seq: int, payload: bytes) -> bytes:
+    return bytes(
+        IP(src=CLIENT, dst=SERVER)
+        / TCP(sport=sport, dport=80, flags="PA", seq=seq, ack=901)
+        / Raw(payload)
+    )
+
+
+def _reasons_kinds(decision: Decision) -> set[str]:
+    return {r.evidence.kind.value for r in decision.reasons}
+
+
+ATTACK = b"GET /api/totals/last/1%20or%201=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_keepalive_padding_past_depth_is_still_inspected_in_replay() -> None:
+    core = default_core()
+    padding = b"GET /?" + b"p" * 900 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    count = 2 * core.limits.inspect_depth // len(padding) + 2  # twice the depth of benign requests
+    decisions = _send_stream(
+        core, padding * count + ATTACK, [len(padding) * i for i in range(1, count + 1)], 45000
+    )
+    assert all(not d.reasons for d in decisions[:-1])
+    assert {"sqli", "type_violation"} <= _reasons_kinds(decisions[-1])
+
+
+def test_request_after_an_oversized_request_is_inspected() -> None:
+    core = default_core()
+    depth = core.limits.inspect_depth
+    body = b"a" * (depth + 5000)
+    upload = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    seq = _handshake(core, 45001)
+    offset = 0
+    for start in range(0, len(upload), 1400):
+        core.decide(_segment(45001, seq + start, upload[start : start + 1400]), _meta())
+    offset = len(upload)
+    decision = core.decide(_segment(45001, seq + offset, ATTACK), _meta())
+    assert {"sqli", "type_violation"} <= _reasons_kinds(decision)
+
+
+def test_past_depth_request_start_after_a_gap_resyncs() -> None:
+    # Live: past the kernel's depth only request starts are queued; the bytes between are not.
+    core = default_core()
+    seq = _handshake(core, 45002)
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert not core.decide(_segment(45002, seq, first), _meta()).reasons
+    later = seq + len(first) + 50_000  # 50 kB the inspector never saw
+    meta = PacketMeta(timestamp=1_700_000_000.0, past_depth=True)
+    decision = core.decide(_segment(45002, later, ATTACK), meta)
+    assert {"sqli", "type_violation"} <= _reasons_kinds(decision)
+    # A tiny segment that starts nothing is the shape of a split request line.
+    tiny = core.decide(_segment(45002, later + len(ATTACK) + 9000, b"GE"), meta)
+    assert tiny.verdict == Verdict.FLAG
+    assert tiny.anomalies and tiny.anomalies[0][0].value == "past_depth_fragment"
+    _event_ok(tiny)

@@ -83,7 +83,7 @@ def test_fail_closed_and_single_queue() -> None:
 def test_xt_backend_marks_instead_of_queueing() -> None:
     text = render_ruleset(campaign_spec(queue_backend="xt"))
     assert "queue num" not in text
-    assert text.count("meta mark set meta mark | 0x20000000") == 4
+    assert text.count("meta mark set meta mark | 0x20000000") == 5  # + the http SYN rule
     assert text.count("meta mark set meta mark | 0x60000000") == 3  # past depth
 
 

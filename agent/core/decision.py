@@ -124,6 +124,9 @@ class AnomalyKind(StrEnum):
     RETRANSMISSION_MISMATCH = "retransmission_mismatch"
     DOUBLE_ENCODING = "double_encoding"
     DEPTH_EXCEEDED = "depth_exceeded"
+    # A short segment past the inspection depth that does not start a request: the
+    # shape of a request line split to slip past what the kernel still queues.
+    PAST_DEPTH_FRAGMENT = "past_depth_fragment"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from agent.core.decision import (
 from agent.core.decode import DecodeFailure, decode_ip
 from agent.core.detector import Detector
 from agent.core.flows import Flow, FlowTable
-from agent.core.http import HttpRequestStream
+from agent.core.http import HttpRequestStream, starts_request
 from agent.core.tlsdns import dns_query_name, tls_client_hello_sni
 from agent.intel.model import Action, EvidenceKind
 
@@ -51,12 +51,19 @@ class _FlowState:
     (and intel version), so it is built once and shared instead of once per packet.
     """
 
-    __slots__ = ("accept", "early_seq", "stream")
+    __slots__ = ("accept", "early_seq", "exhausted", "stream")
 
     def __init__(self) -> None:
         self.stream: HttpRequestStream | None = None
         self.early_seq = -1
         self.accept: Decision | None = None
+        # The stream hit the inspection depth inside one request: later bytes are unseen.
+        self.exhausted = False
+
+
+def _exhausted(flow: Flow) -> bool:
+    state = flow.inspector_state
+    return isinstance(state, _FlowState) and state.exhausted
 
 
 class DecisionCore:
@@ -88,10 +95,32 @@ class DecisionCore:
         update = self.flows.feed(packet, meta.timestamp)
         flow = update.flow
         new_data = update.new_data
+        past_depth_anomaly: tuple[AnomalyKind, str] | None = None
+        if (
+            not new_data
+            and packet.payload
+            and packet.proto == _TCP
+            and update.to_server
+            and (meta.past_depth or _exhausted(flow))
+            and self.flows.is_ahead(flow, packet.seq)
+        ):
+            # Past the depth only request starts (and tiny segments) arrive: restart the
+            # stream at a request start; a tiny non-start is an evasion-shaped anomaly.
+            if starts_request(packet.payload):
+                self.flows.resync(flow, packet.seq)
+                flow.inspector_state = None
+                update = self.flows.feed(packet, meta.timestamp)
+                new_data = update.new_data
+            elif meta.past_depth:
+                past_depth_anomaly = (
+                    AnomalyKind.PAST_DEPTH_FRAGMENT,
+                    f"{len(packet.payload)}-byte segment past the inspection depth",
+                )
         if (
             not new_data
             and not address_hit
             and not update.anomalies
+            and past_depth_anomaly is None
             and not flow.blocked
             and (
                 packet.proto != _UDP
@@ -104,6 +133,8 @@ class DecisionCore:
             return self._plain_accept(flow)
         reasons = detector.address_reasons(packet) if address_hit else []
         anomalies = list(update.anomalies)
+        if past_depth_anomaly is not None:
+            anomalies.append(past_depth_anomaly)
         http_info: HttpInfo | None = None
 
         if flow.blocked:
@@ -171,6 +202,10 @@ class DecisionCore:
         if depth_reached:
             # What is left of a request at the depth limit is inspected as it stands.
             requests.extend(stream.finish())
+            state.exhausted = True
+        elif requests and stream.idle:
+            # Between keep-alive requests: the next one gets a whole depth of its own.
+            self.flows.reset_depth(flow)
         pending = stream.head_pending()
         if pending is not None and pending.seq > state.early_seq:
             # Inspect the head now: a malicious target is stopped before its body arrives.

@@ -272,6 +272,19 @@ def _inspect_head(
     return host, tuple(found) if found else ()
 
 
+# The first 4 bytes of a request line, for every method worth inspecting. The
+# kernel queues segments that start with one past the inspection depth, and the
+# core restarts a stream there.
+HTTP_REQUEST_STARTS: tuple[bytes, ...] = (
+    b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"CONN", b"TRAC",
+)  # fmt: skip
+
+
+def starts_request(payload: bytes) -> bool:
+    """Whether a segment begins like a request line (or the CRLF some clients put before one)."""
+    return payload[:4] in HTTP_REQUEST_STARTS or payload[:2] == b"\r\n"
+
+
 class HttpRequestStream:
     """Parses one flow's client->server bytes into requests, chunk by chunk.
 

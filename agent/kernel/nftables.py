@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.core.http import HTTP_REQUEST_STARTS
 from agent.kernel.commands import HOST_RUNNER, CommandRunner
 from agent.kernel.errors import KernelError
 
@@ -49,9 +50,6 @@ HAS_PAYLOAD = "@ih,0,8 & 0x0 == 0x0"
 # marked so the inspector knows the bytes before it never came. Without this
 # a client could pad a keep-alive connection past the depth with harmless
 # requests and send the attack after them.
-HTTP_REQUEST_STARTS: tuple[bytes, ...] = (
-    b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"CONN", b"TRAC",
-)
 TINY_SEGMENT_BYTES = 8
 
 SET_NAMES: tuple[str, ...] = ("ioc_v4", "ioc_v6", "ioc_net_v4", "ioc_net_v6")
