@@ -6,9 +6,11 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
 - pps: packets/s verdicted through NFQUEUE by the REAL agent vs a trivial
   accept-everything callback (bench_live_accept.py) bound to the same queues
   under the same ruleset, with 1 and 2 queues/workers. The load: one raw-socket
-  sender per CPU in the client namespace, each replaying pre-built TCP
-  segments (one small HTTP request per segment, in sequence, 15,000 flows per
-  sender, no handshake: conntrack picks the flows up) to port 80. Verdicted =
+  sender per CPU in the client namespace, each replaying pre-built in-sequence
+  TCP segments to port 80 (no handshake: conntrack picks the flows up; flushed
+  before each run), in two mixes (MIXES): `requests`, one whole HTTP request
+  per segment (15,000 flows per sender), and `body`, an upload head then
+  500-byte body segments (5,000 flows per sender). Verdicted =
   growth of `id_sequence` in /proc/net/netfilter/nfnetlink_queue of the
   gateway namespace; offered = what the senders sent. A drop rule in the
   SERVER namespace discards the segments on arrival (no RST storm).
@@ -48,12 +50,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BULK_PORT = 8000
-# (first port, flows) per sender: below the ephemeral range (32768+), so the server-side
-# drop rule never touches the bench's own connections.
-SENDER_SPORTS = ((1024, 15000), (16100, 15000))
+# First source port per sender (up to 15,000 flows each): below the ephemeral range
+# (32768+), so the server-side drop rule never touches the bench's own connections.
+SENDER_FIRST_PORTS = (1024, 16100)
 SENDER_PORT_RANGE = "1024-31099"
-SENDER_PAYLOAD = b"GET /api/totals/last/3 HTTP/1.1\r\nHost: lab\r\n\r\n"
-SENDER_ROUNDS = 40  # segments per flow: 40 * 87 B stays under inspect_depth (16 KiB)
+# Traffic mixes for the pps runs: the payload of each segment of a flow, in order.
+# requests: every segment one whole request (the decision core's worst case), 40 per flow
+# (40 * 87 B stays under inspect_depth, 16 KiB, so all are queued);
+# body: one upload head, then 500-byte body segments (what most queued bytes of an
+# upload are), 30 per flow.
+_GET = b"GET /api/totals/last/3 HTTP/1.1\r\nHost: lab\r\n\r\n"
+_POST = (b"POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Type: application/octet-stream\r\n"
+         b"Content-Length: 1000000\r\n\r\n")
+MIXES: dict[str, tuple[list[bytes], int]] = {  # name -> (payloads, flows per sender)
+    "requests": ([_GET] * 40, 15000),
+    "body": ([_POST] + [b"\x5a" * 500] * 29, 5000),
+}
 THIS = Path(__file__).resolve()
 
 
@@ -72,39 +84,44 @@ def _words(data: bytes) -> int:
     return sum(struct.unpack(f"!{len(data) // 2}H", data))
 
 
-def build_segments(src: str, dst: str, first_port: int, flows: int, rounds: int) -> list[bytes]:
-    """In-sequence TCP segments (ACK|PSH, one request each), round-major over the flows.
+def build_segments(src: str, dst: str, first_port: int, flows: int,
+                   payloads: list[bytes]) -> list[bytes]:
+    """In-sequence TCP segments (ACK|PSH), round-major over the flows: round r of every
+    flow carries payloads[r].
 
     Checksums are correct (the gateway's conntrack checks them): the constant
-    part is summed once, the source port and sequence number are added per segment.
+    part is summed once per payload, the source port and sequence number are
+    added per segment.
     """
     saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
-    payload = SENDER_PAYLOAD
-    tcp_len = 20 + len(payload)
-    ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, 0x4000, 64, 6, 0,
-                            saddr, daddr)
-    ip_header = ip_header[:10] + struct.pack("!H", 0xFFFF - _fold(_words(ip_header))) + \
-        ip_header[12:]
     # TCP header with sport=0, seq=0, checksum=0: the per-segment fields are summed separately.
     template = struct.pack("!HHIIBBHHH", 0, 80, 0, 1, 5 << 4, 0x18, 65535, 0, 0)
-    constant = _words(saddr + daddr + struct.pack("!BBH", 0, 6, tcp_len)) + _words(
-        template) + _words(payload)
     segments = []
-    for r in range(rounds):
+    offset = 0
+    for payload in payloads:
+        tcp_len = 20 + len(payload)
+        ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, 0x4000, 64, 6, 0,
+                                saddr, daddr)
+        ip_header = ip_header[:10] + struct.pack("!H", 0xFFFF - _fold(_words(ip_header))) + \
+            ip_header[12:]
+        constant = _words(saddr + daddr + struct.pack("!BBH", 0, 6, tcp_len)) + _words(
+            template) + _words(payload)
+        seq = (1000 + offset) & 0xFFFFFFFF
         for f in range(flows):
             sport = first_port + f
-            seq = (1000 + r * len(payload)) & 0xFFFFFFFF
             check = 0xFFFF - _fold(constant + sport + (seq >> 16) + (seq & 0xFFFF))
             tcp = struct.pack("!HHI", sport, 80, seq) + template[8:16] + struct.pack(
                 "!H", check) + template[18:]
             segments.append(ip_header + tcp + payload)
+        offset += len(payload)
     return segments
 
 
-def run_sender(cpu: int, src: str, dst: str, first_port: int, flows: int, seconds: float) -> None:
+def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds: float) -> None:
     """Pinned to `cpu` (so the xt CPU fanout maps this sender to one queue); prints sent."""
     os.sched_setaffinity(0, {cpu})
-    segments = build_segments(src, dst, first_port, flows, SENDER_ROUNDS)
+    payloads, flows = MIXES[mix]
+    segments = build_segments(src, dst, first_port, flows, payloads)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     print("READY", flush=True)
     sys.stdin.readline()  # the bench starts every sender at once
@@ -268,13 +285,15 @@ class PpsResult:
     per_cpu_second: float
 
 
-def measure_pps(lab: Lab, seconds: float) -> PpsResult:
+def measure_pps(lab: Lab, seconds: float, mix: str) -> PpsResult:
     """Start one sender per CPU at once; verdicts/s over the middle of the run."""
+    # Fresh conntrack: flows of earlier runs (same 5-tuples) must not count against the depth.
+    lab.gateway.run(["conntrack", "-F"], check=False)
     senders = []
-    for cpu, (first, flows) in enumerate(SENDER_SPORTS[: os.cpu_count() or 1]):
+    for cpu, first in enumerate(SENDER_FIRST_PORTS[: os.cpu_count() or 1]):
         senders.append(spawn_ready(lab.client, [
             str(THIS), "--sender", str(cpu), ADDR.client_v4, ADDR.server_v4, str(first),
-            str(flows), str(seconds)], stdin=True))
+            mix, str(seconds)], stdin=True))
     for proc in senders:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -327,22 +346,22 @@ def install_ruleset_only(lab: Lab, config: Path) -> Callable[[], None]:
     return remove
 
 
-def pps_trivial(lab: Lab, config: Path, queues: list[int], seconds: float) -> PpsResult:
+def pps_trivial(lab: Lab, config: Path, queues: list[int], seconds: float, mix: str) -> PpsResult:
     remove = install_ruleset_only(lab, config)
     acceptors = [spawn_ready(lab.gateway, [str(THIS.parent / "bench_live_accept.py"), str(q)])
                  for q in queues]
     try:
-        return measure_pps(lab, seconds)
+        return measure_pps(lab, seconds, mix)
     finally:
         for proc in acceptors:
             stop_group(proc)
         remove()
 
 
-def pps_agent(lab: Lab, config: Path, seconds: float, workdir: Path) -> PpsResult:
+def pps_agent(lab: Lab, config: Path, seconds: float, workdir: Path, mix: str) -> PpsResult:
     agent = start_agent(lab, config, workdir / f"pps-{time.monotonic_ns()}.jsonl")
     try:
-        return measure_pps(lab, seconds)
+        return measure_pps(lab, seconds, mix)
     finally:
         stop_agent(agent)
 
@@ -416,11 +435,12 @@ def run_bench(args: argparse.Namespace) -> int:
         configs = {n: write_config(workdir, list(range(n))) for n in (1, 2)}
         for rep in range(args.repeat):
             print(f"round {rep + 1}/{args.repeat} (load {os.getloadavg()[0]:.2f})", flush=True)
-            for n, config in configs.items() if not args.skip_pps else ():
-                pps.setdefault(f"trivial q{n}", []).append(
-                    pps_trivial(lab, config, list(range(n)), args.seconds))
-                pps.setdefault(f"agent q{n}", []).append(
-                    pps_agent(lab, config, args.seconds, workdir))
+            for mix in MIXES if not args.skip_pps else ():
+                for n, config in configs.items():
+                    pps.setdefault(f"{mix} trivial q{n}", []).append(
+                        pps_trivial(lab, config, list(range(n)), args.seconds, mix))
+                    pps.setdefault(f"{mix} agent q{n}", []).append(
+                        pps_agent(lab, config, args.seconds, workdir, mix))
             # Rotated each round: the first setup after the pps runs is not always the same.
             for label in SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]:
                 agent = start_agent(lab, configs[2], workdir / f"run-{rep}.jsonl") \
@@ -468,18 +488,20 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
 
 def report_pps(pps: dict[str, list[PpsResult]], args: argparse.Namespace) -> None:
     print(f"\nNFQUEUE packets/s ({args.seconds:g} s per run; one raw sender per CPU)")
-    print(f"{'consumer':<12}{'verdicted/s':>12}{'offered/s':>11}{'vs trivial':>11}"
+    print(f"{'mix':<9}{'consumer':<12}{'verdicted/s':>12}{'offered/s':>11}{'vs trivial':>11}"
           f"{'per CPU-s':>11}{'vs trivial':>11}  runs (verdicted/s)")
-    for n in (1, 2):
-        base = median([r.verdicted_pps for r in pps[f"trivial q{n}"]])
-        base_cpu = median([r.per_cpu_second for r in pps[f"trivial q{n}"]])
-        for label in (f"trivial q{n}", f"agent q{n}"):
-            runs = pps[label]
-            value = median([r.verdicted_pps for r in runs])
-            per_cpu = median([r.per_cpu_second for r in runs])
-            print(f"{label:<12}{value:>12,.0f}{median([r.offered_pps for r in runs]):>11,.0f}"
-                  f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
-                  + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
+    for mix in MIXES:
+        for n in (1, 2):
+            base = median([r.verdicted_pps for r in pps[f"{mix} trivial q{n}"]])
+            base_cpu = median([r.per_cpu_second for r in pps[f"{mix} trivial q{n}"]])
+            for label in (f"trivial q{n}", f"agent q{n}"):
+                runs = pps[f"{mix} {label}"]
+                value = median([r.verdicted_pps for r in runs])
+                per_cpu = median([r.per_cpu_second for r in runs])
+                offered = median([r.offered_pps for r in runs])
+                print(f"{mix:<9}{label:<12}{value:>12,.0f}{offered:>11,.0f}"
+                      f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
+                      + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
 
 
 def main() -> int:
@@ -497,8 +519,8 @@ def main() -> int:
     parser.add_argument("--latency-client", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sender:
-        cpu, src, dst, first, flows, seconds = args.sender
-        run_sender(int(cpu), src, dst, int(first), int(flows), float(seconds))
+        cpu, src, dst, first, mix, seconds = args.sender
+        run_sender(int(cpu), src, dst, int(first), mix, float(seconds))
         return 0
     if args.bulk_server:
         run_bulk_server(args.bulk_server)
