@@ -7,6 +7,10 @@ Prints, for the mixed pcap made by make_mixed_pcap.py (generated when missing):
   and the child's CPU time, best of N;
 - suricata: `suricata -r FILE -k none` with a minimal config and one rule, wall
   time, best of N (or why it could not run);
+- fresh flows: one whole GET per new flow (the live worst case: every queued
+  packet is a request), microseconds of CPU per packet, with the default GC,
+  with `gc.freeze()` after building the core, with a larger gen-0 threshold
+  too, and with GC off (reference);
 - IOA scaling: per-request cost of `Detector.request_reasons` and core packets/s
   with the Rusty Flag page alone (2 IOAs) and with a synthetic page of 7,200
   File IOAs added (realistic VulDB-like paths).
@@ -30,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +50,7 @@ from agent.intel.model import IOAType
 from agent.intel.snapshot import IntelSnapshot
 from agent.pcap import iter_frames
 from agent.wiring import build_core
+from bench.make_mixed_pcap import IpBuilder
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -237,6 +243,26 @@ def time_requests(core: DecisionCore, requests: list[HttpRequest], repeat: int) 
     return Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
+# -- fresh flows, one GET each ---------------------------------------------------------------
+
+_FRESH_GET = (
+    b"GET /api/totals/last/3 HTTP/1.1\r\nHost: 10.0.0.2\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+)
+
+
+def fresh_get_frames(count: int) -> list[tuple[bytes, PacketMeta]]:
+    """One in-sequence GET segment per new flow (no handshake), as the live bench queues."""
+    ip = IpBuilder()
+    return [
+        (
+            ip.tcp(bytes((10, 1, i >> 8 & 255, i & 255)), bytes((10, 0, 0, 2)),
+                   20000 + i % 40000, 80, 1000, 1, 0x18, _FRESH_GET),
+            PacketMeta(timestamp=1.0 + i * 1e-5),
+        )
+        for i in range(count)
+    ]  # fmt: skip
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -288,6 +314,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"suricata: {version}")
         else:
             print(f"suricata {version} -r -k none: {_pps(count, timing)}")
+
+    fresh = fresh_get_frames(30_000)
+    default_threshold = gc.get_threshold()
+    for label, freeze, threshold in (
+        ("default GC", False, default_threshold),
+        ("gc.freeze() after build", True, default_threshold),
+        ("gc.freeze(), threshold 50000/20/100", True, (50_000, 20, 100)),
+        ("GC off (reference)", False, None),
+    ):
+        if threshold is None:
+            gc.disable()
+        else:
+            gc.set_threshold(*threshold)
+        timing = best_of(args.runs, partial(time_core, make_default, fresh, freeze=freeze))
+        gc.enable()
+        gc.set_threshold(*default_threshold)
+        print(f"fresh flows, one GET each, {label}: {timing.cpu / len(fresh) * 1e6:.1f} us/packet "
+              f"CPU ({len(fresh) / timing.cpu:,.0f} pkt/s)")  # fmt: skip
 
     if not args.skip_scaling:
         page = OUT / "synthetic-7200-files.md"

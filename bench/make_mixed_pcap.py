@@ -45,7 +45,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-class _Ip:
+class IpBuilder:
     """Builds IPv4 packets with a running identification field."""
 
     def __init__(self) -> None:
@@ -83,7 +83,7 @@ class _Ip:
 class _Tcp:
     """One TCP connection: tracks both sequence numbers, yields raw IP packets."""
 
-    ip: _Ip
+    ip: IpBuilder
     client: bytes
     server: bytes
     cport: int
@@ -222,7 +222,7 @@ class _Counts:
 class _Generator:
     def __init__(self, seed: int, attack_share: float) -> None:
         self.rng = random.Random(seed)
-        self.ip = _Ip()
+        self.ip = IpBuilder()
         self.attack_share = attack_share
         self.counts = _Counts()
         self.next_port = 20000
