@@ -62,7 +62,7 @@ def test_nft_queue_backend_is_valid_except_where_the_kernel_lacks_queue(lab: Lab
                    if part.startswith("/dev/stdin:")]
     assert error_lines, result.stderr
     assert all("queue num 0-1 bypass" in lines[n - 1] for n in error_lines)
-    assert len(set(error_lines)) == 7  # 4 queue rules + 3 past-depth queue rules
+    assert len(set(error_lines)) == 8  # http SYN + 4 queue rules + 3 past-depth queue rules
     without_queue = text.replace("queue num 0-1 bypass", "accept")
     assert runner.run(["nft", "-c", "-f", "-"], stdin=without_queue).ok
 

@@ -225,13 +225,13 @@ def test_parse_nflog_batch_never_raises(data: bytes) -> None:
         assert isinstance(message.prefix, str)
 
 
-def test_past_depth_queues_request_starts_and_tiny_segments_marked() -> None:
+def test_past_depth_queues_request_starts_and_short_segments_marked() -> None:
     text = render_ruleset(campaign_spec())
     past = [line.strip() for line in text.splitlines() if "ct original bytes >= 16384" in line]
     assert len(past) == 4
     assert "0x504f5354" in past[0] and "0x47455420" in past[0]  # "POST", "GET "
     assert "@ih,0,16 0x0d0a" in past[1]
-    assert past[2].endswith("@ih,56,8 & 0x0 == 0x0 return")  # >= 8 bytes, no method: skip
+    assert past[2].endswith("meta length >= 1200 return")  # full-sized bulk segments: skip
     assert all("meta mark set meta mark | 0x40000000 queue num 0-1" in p
                for p in (past[0], past[1], past[3]))
     filter_chain = text.split("chain rf_filter {", 1)[1].split("\t}", 1)[0].strip().splitlines()

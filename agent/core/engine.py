@@ -32,6 +32,8 @@ _UDP = 17
 _DNS_PORT = 53
 _TLS_PORT = 443
 _BODY_ONLY = frozenset({Where.BODY})
+# A segment this short that starts no request, past the depth: a split request line.
+TINY_SEGMENT_BYTES = 8
 DEFAULT_HTTP_PORTS = frozenset({80, 8000, 8080, 6862, 6870})
 
 
@@ -111,7 +113,7 @@ class DecisionCore:
                 flow.inspector_state = None
                 update = self.flows.feed(packet, meta.timestamp)
                 new_data = update.new_data
-            elif meta.past_depth:
+            elif meta.past_depth and len(packet.payload) < TINY_SEGMENT_BYTES:
                 past_depth_anomaly = (
                     AnomalyKind.PAST_DEPTH_FRAGMENT,
                     f"{len(packet.payload)}-byte segment past the inspection depth",

@@ -50,7 +50,8 @@ HAS_PAYLOAD = "@ih,0,8 & 0x0 == 0x0"
 # marked so the inspector knows the bytes before it never came. Without this
 # a client could pad a keep-alive connection past the depth with harmless
 # requests and send the attack after them.
-TINY_SEGMENT_BYTES = 8
+# Past the depth, segments at least this long (IP length) are taken for bulk data.
+BULK_SEGMENT_BYTES = 1200
 
 SET_NAMES: tuple[str, ...] = ("ioc_v4", "ioc_v6", "ioc_net_v4", "ioc_net_v6")
 
@@ -254,13 +255,15 @@ def _past_depth_rules(spec: RulesetSpec) -> list[str]:
     past = (f"meta l4proto tcp tcp dport @http_ports ct direction original "
             f"ct original bytes >= {spec.inspect_depth_bytes}")
     action = f'counter name "queued_past_depth" {_queue_action(spec, spec.past_depth_mark)}'
+    if spec.queue_backend == "xt":
+        action += " return"  # marking does not end the chain: count each packet once
     starts = ", ".join(f"{int.from_bytes(token, 'big'):#010x}" for token in HTTP_REQUEST_STARTS)
-    at_least_tiny = f"@ih,{8 * TINY_SEGMENT_BYTES - 8},8 & 0x0 == 0x0"
     return [
         f"{past} @ih,0,32 {{ {starts} }} {action}",
         f"{past} @ih,0,16 0x0d0a {action}",
-        # Long enough to show a method and does not: the rest of a body, not inspected.
-        f"{past} {at_least_tiny} return",
+        # Full-sized segments are bulk (uploads): they stay in the kernel. Shorter ones
+        # are the bodies of small requests (a form's `num=...`) and tiny split tricks.
+        f"{past} meta length >= {BULK_SEGMENT_BYTES} return",
         f"{past} {HAS_PAYLOAD} {action}",
     ]
 
