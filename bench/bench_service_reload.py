@@ -83,9 +83,11 @@ def main() -> int:
           f"  max {max(walls) * 1000:.0f} ms  (n={len(walls)})")
     for part in ("load_ms", "apply_ms", "workers_ms"):
         print(f"  {part:<10} p50 {statistics.median(e[part] for e in same):8.1f} ms")
-    print(f"  per worker: switch p50 {statistics.median(e['switch_ms'] for e in worker_events):.0f} ms"
-          f" (read + build + swap), then GC {statistics.median(e['gc_ms'] for e in worker_events):.0f} ms"
-          " after the ack")
+    def p50(key: str) -> float:
+        return float(statistics.median(e[key] for e in worker_events))
+
+    print(f"  per worker p50: load {p50('load_ms'):.0f} ms in a thread (still deciding), "
+          f"switch {p50('switch_ms'):.0f} ms, GC {p50('gc_ms'):.0f} ms after the ack")
     print(f"SIGHUP -> READY (1 in, 1 out)      {changed_s * 1000:8.0f} ms  "
           f"(+{last['indicators_added']} -{last['indicators_removed']}; "
           f"load {last['load_ms']} / apply {last['apply_ms']} / workers {last['workers_ms']} ms)")

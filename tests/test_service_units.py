@@ -248,3 +248,23 @@ def test_check_refuses_what_run_would_refuse(
     (intel / "rusty-flag.md").chmod(0o666)
     assert main(["check", "--config", str(config)]) != 0
     assert "rusty-flag.md: refusing intel file: writable by all users" in capsys.readouterr().err
+
+
+def test_loading_any_sample_source_leaves_no_cyclic_garbage() -> None:
+    """worker.freeze_long_lived(full=False) freezes without collecting after a reload."""
+    import gc
+
+    from agent.intel.loading import load_intel
+    from agent.intel.snapshot import paused_gc
+
+    settings = load_settings(REPO_CONFIG)
+    data = Path(__file__).resolve().parent / "data" / "intel"
+    sources = [REPO_CONFIG.parent / "campaigns", *sorted(data.glob("*"))]
+    assert len(sources) > 5
+    for source in sources:
+        load_intel(settings, [source], include_configured=False)  # imports, caches
+        gc.collect()
+        with paused_gc():
+            load = load_intel(settings, [source], include_configured=False)
+        assert gc.collect() == 0, source
+        del load

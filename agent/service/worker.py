@@ -13,6 +13,7 @@ import gc
 import os
 import select
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -55,6 +56,38 @@ def load_for_worker(message: ReloadMessage) -> IntelSnapshot | None:
         ).snapshot
 
 
+class BackgroundLoad:
+    """Reads the intel in a thread while the worker keeps deciding packets on the old
+    detector (the GIL interleaves them: slower for a moment, never stopped). A pipe
+    becomes readable when the load is done, so `select` sees it."""
+
+    def __init__(self, message: ReloadMessage) -> None:
+        self.message = message
+        self.started = time.monotonic()
+        self.done_at = self.started
+        self._snapshot: IntelSnapshot | None = None
+        self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="intel-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._snapshot = load_for_worker(self.message)
+        except Exception:  # a bug in a parser must not kill the worker; old intel stays
+            self._snapshot = None
+        self.done_at = time.monotonic()
+        os.write(self._write_fd, b"x")
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def result(self) -> IntelSnapshot | None:
+        self._thread.join()
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+        return self._snapshot
+
+
 def picklable_settings(settings: Settings) -> Settings:
     """The same values as a plain `Settings`: `load_settings` returns an instance of a
     class made at run time (bound to its TOML file), which pickle cannot name."""
@@ -77,12 +110,16 @@ def freeze_long_lived(*, full: bool) -> None:
     """Move what exists now (modules, intel, detector) out of the GC's reach: it lives
     until the next reload, and collections that re-scan it would stall decisions.
 
-    `full` (at start) collects everything first: ~60 ms on the lab machine, too long a
-    stall per reload. After a reload only the young generations are collected: the old
-    snapshot and detector are acyclic (freed by refcount; tests check it), so nothing
-    collectable is left behind in the permanent generation.
+    `full` (at start) collects everything first: ~60 ms here. After a reload nothing
+    is collected: loading runs with the GC paused, so the whole new intel sits in the
+    youngest generation and even `gc.collect(0)` would walk all of it (100k IOCs:
+    1.1 s with the worker deciding nothing). Freezing without collecting leaks
+    nothing because loading leaves no cyclic garbage and the old snapshot and
+    detector are acyclic (freed by reference counting): tests/test_service_units.py
+    checks both for every sample source.
     """
-    gc.collect(2 if full else 1)
+    if full:
+        gc.collect()
     gc.freeze()
 
 
@@ -150,13 +187,38 @@ def worker_main(
         log.error("worker_start_failed", worker=queue_num, error=str(exc))
         raise SystemExit(1) from None
     control.send(("ready", queue_num, snapshot.intel_version))
+    loading: BackgroundLoad | None = None
     try:
         while os.getppid() == parent:
-            readable, _, _ = select.select(
-                [inspector.fileno(), control.fileno()], [], [], POLL_SECONDS
-            )
+            fds = [inspector.fileno(), control.fileno()]
+            fds += [loading.fileno()] if loading is not None else []
+            readable, _, _ = select.select(fds, [], [], POLL_SECONDS)
             if inspector.fileno() in readable:
                 inspector.process_pending()
+            if loading is not None and loading.fileno() in readable:
+                finished, loading = loading, None
+                fresh = finished.result()
+                if fresh is None:
+                    # Keep deciding on the old intel; the main process replaces us.
+                    control.send(("reload_failed", queue_num, None))
+                    continue
+                message = finished.message
+                state["settings"] = message.settings
+                core.swap_detector(build_detector(message.settings, fresh))
+                core.limits = limits_from_settings(message.settings)
+                del fresh
+                control.send(("reloaded", queue_num, core.detector.intel_version))
+                switched = time.monotonic()
+                # After the ack: the switch is done, this only tidies up.
+                freeze_long_lived(full=False)
+                log.info(
+                    "worker_reloaded",
+                    worker=queue_num,
+                    intel_version=message.intel_version,
+                    load_ms=round((finished.done_at - finished.started) * 1000, 1),
+                    switch_ms=round((switched - finished.done_at) * 1000, 1),
+                    gc_ms=round((time.monotonic() - switched) * 1000, 1),
+                )
             if control.fileno() in readable:
                 try:
                     message = control.recv()
@@ -173,28 +235,12 @@ def worker_main(
                     if message.settings.log != state["settings"].log:
                         with contextlib.suppress(AgentError):
                             sink.apply(message.settings.log)
-                    received = time.monotonic()
-                    fresh = load_for_worker(message)
-                    if fresh is None:
-                        # Keep deciding on the old intel; the main process replaces us.
-                        control.send(("reload_failed", queue_num, None))
-                        continue
-                    state["settings"] = message.settings
-                    core.swap_detector(build_detector(message.settings, fresh))
-                    core.limits = limits_from_settings(message.settings)
-                    del fresh
-                    control.send(("reloaded", queue_num, core.detector.intel_version))
-                    switched = time.monotonic()
-                    # After the ack: the switch is done, this only tidies up.
-                    freeze_long_lived(full=False)
-                    log.info(
-                        "worker_reloaded",
-                        worker=queue_num,
-                        intel_version=message.intel_version,
-                        switch_ms=round((switched - received) * 1000, 1),
-                        gc_ms=round((time.monotonic() - switched) * 1000, 1),
-                    )
+                    if loading is not None:
+                        loading.result()  # superseded (main waits for acks: rare)
+                    loading = BackgroundLoad(message)
                 elif message == "stats":
                     control.send(("stats", queue_num, inspector.counters, len(core.flows)))
     finally:
+        if loading is not None:
+            loading.result()
         inspector.close()
