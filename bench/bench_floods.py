@@ -34,6 +34,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -564,6 +565,7 @@ def run_lab_flood(kind: str, count: int, rate: float, caps: bool) -> LabFloodFig
         finally:
             agent.terminate()
             agent.wait(timeout=15)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # What the unit keeps (CapabilityBoundingSet=CAP_NET_ADMIN, NoNewPrivileges=yes), nothing inheritable.

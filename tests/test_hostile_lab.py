@@ -22,6 +22,7 @@ long version; figures in docs/reliability.md).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,9 @@ def agent(lab: Lab) -> Iterator[ReducedAgent]:
     lab.start_server_app()
     running = ReducedAgent(lab)
     yield running
-    assert running.stop() == 0
+    stopped = running.stop()
+    shutil.rmtree(running.workdir, ignore_errors=True)
+    assert stopped == 0
     assert "rustyflag" not in lab.gateway.run(["nft", "list", "tables"]).stdout
 
 
@@ -143,6 +146,13 @@ def test_without_enough_privilege_the_agent_refuses_and_leaves_nothing(
     lab: Lab, agent: ReducedAgent, prefix: tuple[str, ...], expected: str
 ) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rf-hostile-priv-"))
+    try:
+        check_refusal(lab, workdir, prefix, expected)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_refusal(lab: Lab, workdir: Path, prefix: tuple[str, ...], expected: str) -> None:
     workdir.chmod(0o755)  # readable by the unprivileged user
     config = write_live_config(workdir)
     for path in (workdir / "intel", *(workdir / "intel").iterdir(), config):
