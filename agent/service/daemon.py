@@ -27,6 +27,8 @@ from agent.core.decision import Decision, FlowKey, PacketMeta, Verdict
 from agent.core.decode import DecodeFailure, decode_ip
 from agent.core.detector import Detector
 from agent.errors import AgentError, ConfigError, Problem
+from agent.intel.feed_refresher import FeedRefresher
+from agent.intel.feeds import FeedManager, FeedOutcome
 from agent.intel.loading import load_intel, resolve_sources
 from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.commands import CommandRunner
@@ -465,9 +467,12 @@ class Agent:
             signal.signal(signum, self._on_signal)
         # Listening before the rules go in: a flush at any later moment is seen.
         watch = self._open_table_watch()
-        state = self.start()
+        state = self.start()  # enforces the feeds' cached copies: no network needed
         self.notifier.ready(self._status_line(state))
         self.log.info("ready", status=self._status_line(state))
+        # Feeds are fetched in a background thread: the main loop never waits on the network.
+        feeds = FeedRefresher(FeedManager(state.settings))
+        feeds.start()
         watchdog = watchdog_interval()
         next_watchdog = time.monotonic()
         restore_pending = known_gone = False
@@ -476,6 +481,7 @@ class Agent:
                 fds = [read_fd] + ([self.nflog.fileno()] if self.nflog else [])
                 fds += [w.process.sentinel for w in state.workers]
                 fds += [watch.fileno()] if watch is not None else []
+                fds.append(feeds.fileno())
                 timeout = RESTORE_RETRY_SECONDS if restore_pending else (watchdog or 1.0)
                 readable, _, _ = select.select(fds, [], [], min(timeout, watchdog or timeout))
                 if watch is not None and watch.fileno() in readable:
@@ -505,11 +511,23 @@ class Agent:
                     if signal.SIGHUP in self._signals:
                         self._signals = [s for s in self._signals if s != signal.SIGHUP]
                         state = self.reload(state)
+                    feeds.update_settings(state.settings)
+                    feeds.request(force=True)  # fetched in the background; a change reloads
+                if feeds.fileno() in readable and self._feeds_changed(feeds.take()):
+                    state = self.reload(state)
+                    feeds.update_settings(state.settings)
         finally:
+            feeds.stop()
             if watch is not None:
                 watch.close()
             self.stop(state)
         return 0
+
+    def _feeds_changed(self, outcomes: list[FeedOutcome]) -> bool:
+        for outcome in outcomes:
+            log = self.log.info if outcome.ok else self.log.error
+            log("feed_refresh", **outcome.log_fields())
+        return any(outcome.changed for outcome in outcomes)
 
     def _open_table_watch(self) -> TableWatch | None:
         try:
