@@ -8,6 +8,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 from agent import __version__
 from agent.config import Settings, load_settings
 from agent.errors import AgentError, ConfigError, Problem
+from agent.gctune import tune_gc
 from agent.intel.loading import IntelLoad, load_intel
 from agent.intel.snapshot import IntelSnapshot
 
@@ -259,6 +261,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.pcap.is_file():
         raise AgentError([Problem(str(args.pcap), 0, "no such pcap file")])
     core = build_core(settings, snapshot)
+    # Intel and the core live for the whole replay: out of the GC's way (as in workers).
+    gc.collect()
+    gc.freeze()
+    tune_gc()
     write = sys.stdout.write
     sink = json_line_sink(write) if args.json else text_line_sink(write)
     try:

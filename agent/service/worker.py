@@ -24,6 +24,7 @@ from agent.config import Settings
 from agent.core.decision import Decision, PacketMeta, Verdict
 from agent.errors import AgentError
 from agent.events import decision_event
+from agent.gctune import tune_gc
 from agent.intel.loading import load_intel
 from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.nfqueue_inspector import QueueInspector
@@ -121,6 +122,7 @@ def freeze_long_lived(*, full: bool) -> None:
     if full:
         gc.collect()
     gc.freeze()
+    tune_gc()
 
 
 def log_decision(
