@@ -169,6 +169,30 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
     max_value_length: int = Field(default=256, ge=16, le=65536)
+    # Log volume under attack (agent/service/decision_log.py). Folded decisions are
+    # counted and reported in periodic `suppressed` events, never silently lost.
+    # Fold a decision identical to one already logged for the same flow (same action,
+    # request target, indicators and evidence): a repeat, not a distinct decision.
+    dedupe_flow: bool = True
+    # Decision events per second per (indicator, action); 0 = unlimited (the default).
+    rate_per_indicator: float = Field(default=0.0, ge=0.0)
+    burst_per_indicator: int = Field(default=20, ge=1)
+    suppressed_interval: float = Field(default=10.0, gt=0, le=3600.0)
+
+
+class MetricsSettings(_Section):
+    """Prometheus endpoint of the main process; loopback only unless changed."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1:9816", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
 
 
 class Settings(BaseSettings):
@@ -187,6 +211,7 @@ class Settings(BaseSettings):
     nft: NftSettings = Field(default_factory=NftSettings)
     actions: ActionSettings = Field(default_factory=ActionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def dry_run(self) -> bool:
