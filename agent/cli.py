@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import Settings, load_settings
@@ -23,6 +23,9 @@ from agent.errors import AgentError, ConfigError, Problem
 from agent.gctune import tune_gc
 from agent.intel.loading import IntelLoad, load_intel
 from agent.intel.snapshot import IntelSnapshot
+
+if TYPE_CHECKING:
+    from agent.core.engine import DecisionCore
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2
@@ -252,8 +255,6 @@ def cmd_intel_show(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from agent.pcap import PcapError
-    from agent.replay import json_line_sink, replay_pcap, text_line_sink
     from agent.wiring import build_core
 
     settings = _settings(args, mode="dry-run") if args.dry_run else _settings(args)
@@ -261,10 +262,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.pcap.is_file():
         raise AgentError([Problem(str(args.pcap), 0, "no such pcap file")])
     core = build_core(settings, snapshot)
-    # Intel and the core live for the whole replay: out of the GC's way (as in workers).
+    # Intel and the core live for the whole replay: out of the GC's way (as in workers),
+    # and back as they were afterwards (main() also runs inside other programs' processes).
+    thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     tune_gc()
+    try:
+        return _replay(args, settings, snapshot, core)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def _replay(
+    args: argparse.Namespace, settings: Settings, snapshot: IntelSnapshot, core: DecisionCore
+) -> int:
+    from agent.pcap import PcapError
+    from agent.replay import json_line_sink, replay_pcap, text_line_sink
+
     write = sys.stdout.write
     sink = json_line_sink(write) if args.json else text_line_sink(write)
     try:
