@@ -34,12 +34,15 @@ from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.commands import CommandRunner
 from agent.kernel.errors import KernelError
 from agent.kernel.nflog import NflogMessage, NflogReader
+from agent.kernel.nfqueue_config import read_queue_stats
 from agent.kernel.nft_batch import replace_set_contents
 from agent.kernel.nftables import NftablesAdapter, RulesetSpec, render_ruleset
 from agent.kernel.queue_backend import probe_queue_backend
 from agent.kernel.xt_queue import XtQueueRules
 from agent.logsetup import get_logger
+from agent.service.decision_log import DecisionLog
 from agent.service.logfile import LogSink
+from agent.service.metrics import AgentInfo, MetricsHub, is_metrics_message
 from agent.service.permissions import source_problems
 from agent.service.sdnotify import Notifier, watchdog_interval
 from agent.service.table_watch import TableGone, TableWatch
@@ -143,6 +146,8 @@ class Agent:
         self.log_sink = log_sink if log_sink is not None else LogSink()
         self._signals: list[int] = []
         self._mp = multiprocessing.get_context("fork")
+        self.metrics = MetricsHub(queue_stats=read_queue_stats)
+        self._nflog_gate: DecisionLog | None = None
 
     # -- building state (nothing applied) ---------------------------------------------------
 
@@ -263,6 +268,7 @@ class Agent:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=1)
+            self._read_worker_metrics(worker)  # its last delta, sent before it exited
 
     # -- NFLOG: kernel drops are decisions too ----------------------------------------------
 
@@ -297,14 +303,57 @@ class Agent:
         for message in self.nflog.read_messages():
             built = self._nflog_decision(state, message)
             if built is not None:
-                log_decision(
-                    self.log,
-                    built[0],
-                    built[1],
-                    source="nflog",
-                    mode=state.settings.mode,
-                    value_limit=state.settings.log.max_value_length,
-                )
+                outcome = self._nflog_log(state).record(*built)
+                self.metrics.record_main(built[0], "nflog", outcome)
+
+    def _nflog_log(self, state: _State) -> DecisionLog:
+        settings = state.settings
+
+        def emit(decision: Decision, meta: PacketMeta) -> None:
+            log_decision(self.log, decision, meta, source="nflog", mode=settings.mode,
+                         value_limit=settings.log.max_value_length)
+
+        if self._nflog_gate is None:
+            self._nflog_gate = DecisionLog(self.log, emit, settings.log, source="nflog")
+        elif self._nflog_gate.settings is not settings.log:
+            self._nflog_gate.configure(settings.log)
+        self._nflog_gate.emit = emit
+        return self._nflog_gate
+
+    # -- metrics (agent/service/metrics.py) -------------------------------------------------
+
+    def _agent_info(self, state: _State) -> AgentInfo:
+        snapshot = state.snapshot
+        return AgentInfo(snapshot.intel_version, state.settings.mode, self.backend,
+                         len(snapshot.campaigns), snapshot.ioc_count, snapshot.ioa_count,
+                         tuple(state.settings.queue.nums))
+
+    def _start_metrics(self, state: _State) -> None:
+        self.metrics.kernel_counters = self._nft(state.settings).counters
+        self.metrics.set_info(self._agent_info(state))
+        if not state.settings.metrics.enabled:
+            return
+        try:
+            self.metrics.serve(state.settings.metrics)
+        except OSError as exc:
+            # Enforcement matters more than the dashboard: keep running, say so.
+            self.log.error("metrics_unavailable", listen=state.settings.metrics.listen,
+                           problem=str(exc))
+            return
+        self.log.info("metrics_listening", listen=state.settings.metrics.listen)
+
+    def _read_worker_metrics(self, worker: _Worker) -> Any:
+        """Add every metrics delta waiting on the worker's pipe; returns the first other
+        message (an ack; a "gone" tuple when the worker closed it), None when empty."""
+        try:
+            while worker.control.poll(0):
+                message = worker.control.recv()
+                if not is_metrics_message(message):
+                    return message
+                self.metrics.add(message[2])
+        except (EOFError, OSError):
+            return ("gone", worker.queue_num, None)  # never a valid ack
+        return None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -330,6 +379,7 @@ class Agent:
             self.stop(state)
             raise
         self._log_rules(state, "rules_applied")
+        self._start_metrics(state)
         return state
 
     def _status_line(self, state: _State) -> str:
@@ -379,6 +429,7 @@ class Agent:
                 replace_set_contents(spec)
         except (AgentError, KernelError, OSError) as exc:
             state.reload_failures += 1
+            self.metrics.reload_failed()
             problems = (
                 exc.problems if isinstance(exc, AgentError) else (Problem("kernel", 0, str(exc)),)
             )
@@ -421,6 +472,7 @@ class Agent:
             apply_ms=_ms(applied - loaded),
             workers_ms=_ms(time.monotonic() - applied),
         )
+        self.metrics.reload_succeeded(self._agent_info(new_state))
         self.notifier.ready(self._status_line(new_state))
         return new_state
 
@@ -429,8 +481,11 @@ class Agent:
         for worker in state.workers:
             ack = None
             with contextlib.suppress(EOFError, OSError):
-                if worker.control.poll(max(0.0, deadline - time.monotonic())):
-                    ack = worker.control.recv()
+                # Metrics deltas share the pipe: add them and keep waiting for the ack.
+                while ack is None and worker.control.poll(
+                    max(0.0, deadline - time.monotonic())
+                ):
+                    ack = self._read_worker_metrics(worker)
             if ack is None or ack[2] != intel_version:
                 # Killed, so the main loop restarts it on the new state: no worker
                 # may keep deciding on old intel.
@@ -455,6 +510,9 @@ class Agent:
                 self.log.error("stop_failed", step="delete table", problem=str(exc))
         if self.nflog is not None:
             self.nflog.close()
+        if self._nflog_gate is not None:
+            self._nflog_gate.flush(force=True)
+        self.metrics.close()
         self.log.info("stopped", kept_rules=state.settings.nft.keep_rules_on_stop)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -480,6 +538,7 @@ class Agent:
             while True:
                 fds = [read_fd] + ([self.nflog.fileno()] if self.nflog else [])
                 fds += [w.process.sentinel for w in state.workers]
+                fds += [w.control.fileno() for w in state.workers]
                 fds += [watch.fileno()] if watch is not None else []
                 fds.append(feeds.fileno())
                 timeout = RESTORE_RETRY_SECONDS if restore_pending else (watchdog or 1.0)
@@ -496,6 +555,11 @@ class Agent:
                         os.read(read_fd, 512)
                 if self.nflog is not None and self.nflog.fileno() in readable:
                     self._drain_nflog(state)
+                for worker in state.workers:
+                    if worker.control.fileno() in readable:
+                        self._read_worker_metrics(worker)  # a late ack is stale: dropped
+                if self._nflog_gate is not None:
+                    self._nflog_gate.flush()
                 self._restart_dead_workers(state)
                 if watchdog is not None and time.monotonic() >= next_watchdog:
                     self.notifier.watchdog()
@@ -577,6 +641,8 @@ class Agent:
                 self.log.error(
                     "worker_died", queue=worker.queue_num, exitcode=worker.process.exitcode
                 )
+                self._read_worker_metrics(worker)
+                self.metrics.worker_restarted()
                 state.workers[index] = self._start_worker(
                     worker.queue_num, state.settings, state.snapshot
                 )

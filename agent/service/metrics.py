@@ -10,6 +10,7 @@ the kernel's figures (nft named counters, /proc NFQUEUE stats) at scrape time.
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from bisect import bisect_left
@@ -467,6 +468,7 @@ def exported_metric_names() -> set[str]:
         lambda: {"ioc_v4_src": (0, 0)},
         lambda: [QueueStats(0, 1, 0, 2, 65535, 0, 0, 0)],
     )
+    hub.add(MetricsDelta(queue=0, decisions={"drop": 1}, flows=1, log_outcomes={"logged": 1}))
     names: set[str] = set()
     for family in hub.collect():
         names.update(sample.name for sample in family.samples)
@@ -475,3 +477,33 @@ def exported_metric_names() -> set[str]:
         if family.type == "counter":
             names.add(f"{family.name}_total")
     return names
+
+
+METRICS_MESSAGE = "metrics"
+SHIP_INTERVAL_S = 1.0
+
+
+class _Sender(Protocol):
+    def fileno(self) -> int: ...
+
+    def send(self, obj: Any) -> None: ...
+
+
+def ship_delta(control: _Sender, take_delta: Callable[[], MetricsDelta], *, wait: bool) -> bool:
+    """Send `(METRICS_MESSAGE, queue, take_delta())` to the main process. Unless `wait`,
+    only when the pipe has room (the delta is taken only then, so nothing is lost): a
+    busy main process (a long reload) must never block the packet path."""
+    if not wait:
+        _, writable, _ = select.select([], [control.fileno()], [], 0)
+        if not writable:
+            return False
+    delta = take_delta()
+    try:
+        control.send((METRICS_MESSAGE, delta.queue, delta))
+    except OSError:
+        return False
+    return True
+
+
+def is_metrics_message(message: object) -> bool:
+    return isinstance(message, tuple) and len(message) == 3 and message[0] == METRICS_MESSAGE

@@ -29,7 +29,9 @@ from agent.intel.loading import load_intel
 from agent.intel.snapshot import IntelSnapshot, paused_gc
 from agent.kernel.nfqueue_inspector import QueueInspector
 from agent.logsetup import get_logger
+from agent.service.decision_log import DecisionLog
 from agent.service.logfile import LogSink
+from agent.service.metrics import SHIP_INTERVAL_S, WorkerTally, ship_delta
 from agent.wiring import build_core, build_detector, limits_from_settings
 
 POLL_SECONDS = 1.0
@@ -157,7 +159,7 @@ def worker_main(
     freeze_long_lived(full=True)
     state = {"settings": settings}
 
-    def on_decision(decision: Decision, meta: PacketMeta) -> None:
+    def emit(decision: Decision, meta: PacketMeta) -> None:
         current = state["settings"]
         log_decision(
             log,
@@ -168,13 +170,36 @@ def worker_main(
             value_limit=current.log.max_value_length,
         )
 
+    # Observability (agent/service/metrics.py, decision_log.py): plain counting per
+    # packet; deltas go to the main process about once a second.
+    tally = WorkerTally(queue_num)
+    gate = DecisionLog(log, emit, settings.log, source="nfqueue", worker=queue_num)
+
+    def on_decision(decision: Decision, meta: PacketMeta) -> None:
+        tally.record(decision)
+        gate.record(decision, meta)
+
+    def timed_decide(payload: bytes, meta: PacketMeta) -> Decision:
+        started = time.perf_counter()
+        decision = core.decide(payload, meta)
+        tally.observe_latency(time.perf_counter() - started)
+        return decision
+
+    def ship_metrics(*, wait: bool) -> None:
+        gate.flush(force=wait)
+        ship_delta(
+            control,
+            lambda: tally.take_delta(inspector.counters, core.flows, gate.outcomes),
+            wait=wait,
+        )
+
     def on_error(exc: BaseException) -> None:
         log.error("inspector_error", worker=queue_num, error=f"{type(exc).__name__}: {exc}")
 
     try:
         inspector = QueueInspector(
             queue_num,
-            core.decide,
+            timed_decide,
             on_decision,
             on_error,
             block_mark=settings.nft.block_mark,
@@ -190,6 +215,7 @@ def worker_main(
         raise SystemExit(1) from None
     control.send(("ready", queue_num, snapshot.intel_version))
     loading: BackgroundLoad | None = None
+    next_ship = time.monotonic() + SHIP_INTERVAL_S
     try:
         while os.getppid() == parent:
             fds = [inspector.fileno(), control.fileno()]
@@ -197,6 +223,9 @@ def worker_main(
             readable, _, _ = select.select(fds, [], [], POLL_SECONDS)
             if inspector.fileno() in readable:
                 inspector.process_pending()
+            if time.monotonic() >= next_ship:
+                ship_metrics(wait=False)
+                next_ship = time.monotonic() + SHIP_INTERVAL_S
             if loading is not None and loading.fileno() in readable:
                 finished, loading = loading, None
                 fresh = finished.result()
@@ -208,6 +237,7 @@ def worker_main(
                 state["settings"] = message.settings
                 core.swap_detector(build_detector(message.settings, fresh))
                 core.limits = limits_from_settings(message.settings)
+                gate.configure(message.settings.log)
                 del fresh
                 control.send(("reloaded", queue_num, core.detector.intel_version))
                 switched = time.monotonic()
@@ -229,6 +259,7 @@ def worker_main(
                 if isinstance(message, StopMessage):
                     # Drain what is queued so nothing waits for a verdict.
                     inspector.process_pending()
+                    ship_metrics(wait=True)  # last `suppressed` events and counts
                     return
                 if isinstance(message, ReopenLogMessage):
                     with contextlib.suppress(AgentError):
