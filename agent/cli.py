@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_UNUSABLE = 2
+EXIT_NOT_RUNNING = 3
 EXIT_INTERNAL = 70
 
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="audit mode: log what would be dropped, drop nothing"
     )
+    status = commands.add_parser(
+        "status", help="the running agent at a glance (its metrics endpoint and nft counters)"
+    )
+    _add_common(status, intel=False)
+    status.add_argument("--json", action="store_true", help="machine-readable status")
     return parser
 
 
@@ -312,6 +318,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_agent(settings, args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.service.status import gather, render
+
+    report = gather(_settings(args))
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    # As `systemctl status`: 3 when the agent is not running.
+    return EXIT_OK if report["running"] else EXIT_NOT_RUNNING
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
         return cmd_check(args)
@@ -321,6 +336,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_replay(args)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "status":
+        return cmd_status(args)
     raise AssertionError(args.command)
 
 
