@@ -18,7 +18,8 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
   the agent inspects) by a small streaming server of this script in the server
   namespace: download (server -> client) and upload (client -> server). Three
   gateways: none (plain forwarding: no conntrack), conntrack (one `ct state`
-  rule, so conntrack runs as under the agent), agent.
+  rule, so conntrack runs as under the agent), agent; visited A-B-C-C-B-A
+  each round (the shared machine's load drifts).
 - latency: N sequential GETs of the lab app (/api/totals/last/3, port 80), on
   fresh connections and on one keep-alive connection: p50 and p99.
 
@@ -441,8 +442,10 @@ def run_bench(args: argparse.Namespace) -> int:
                         pps_trivial(lab, config, list(range(n)), args.seconds, mix))
                     pps.setdefault(f"{mix} agent q{n}", []).append(
                         pps_agent(lab, config, args.seconds, workdir, mix))
-            # Rotated each round: the first setup after the pps runs is not always the same.
-            for label in SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]:
+            # A-B-C-C-B-A, rotated each round: the machine's load drifts (neighbours), and a
+            # mirrored order cancels a linear drift; the first setup after the pps runs varies.
+            order = SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]
+            for label in order + order[::-1]:
                 agent = start_agent(lab, configs[2], workdir / f"run-{rep}.jsonl") \
                     if label == "agent" else None
                 if label == "conntrack":
@@ -466,11 +469,12 @@ def run_bench(args: argparse.Namespace) -> int:
 def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
            lat: dict[str, list[float]], args: argparse.Namespace) -> None:
     print(f"\nmachine: {os.cpu_count()} CPUs, kernel {os.uname().release}, "
-          f"Python {sys.version.split()[0]}; median of {args.repeat}")
+          f"Python {sys.version.split()[0]}; median of {args.repeat} rounds "
+          "(goodput, latency: of 2 visits per round)")
     if pps:
         report_pps(pps, args)
     print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s, best of "
-          f"{args.bulk_runs} per round)")
+          f"{args.bulk_runs} per visit)")
     print(f"{'direction':<12}" + "".join(f"{label:>12}" for label in SETUPS)
           + f"{'agent/none':>12}{'agent/ct':>10}")
     for direction in ("download", "upload"):
@@ -509,7 +513,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bulk-mb", type=int, default=200)
-    parser.add_argument("--bulk-runs", type=int, default=5, help="transfers per setup (best)")
+    parser.add_argument("--bulk-runs", type=int, default=3,
+                        help="transfers per setup visit (best of)")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--skip-pps", action="store_true", help="goodput and latency only")
