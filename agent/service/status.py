@@ -81,7 +81,10 @@ def summarize(
             "uptime_s": round(now - started, 1) if started else None,
             "reloads": int(_one(samples, "rustyflag_reloads_total")),
             "reload_failures": int(_one(samples, "rustyflag_reload_failures_total")),
-            "last_reload_age_s": round(now - last_reload, 1) if last_reload else None,
+            # The gauge holds the start time until a reload succeeds.
+            "last_reload_age_s": round(now - last_reload, 1)
+            if last_reload and _one(samples, "rustyflag_reloads_total")
+            else None,
             "decisions": _sum_by(samples, "rustyflag_decisions_total", "source", "action"),
             "techniques": _sum_by(samples, "rustyflag_decision_reasons_total", "technique"),
             "decision_log": _sum_by(samples, "rustyflag_decision_events_total", "outcome"),
@@ -153,7 +156,7 @@ def render(report: dict[str, Any]) -> str:
             f"reloads:      {report['reloads']} ok, {report['reload_failures']} failed; "
             f"last success {_age(report['last_reload_age_s'])}",
             f"decisions:    {_pairs(report['decisions'])}",
-            f"techniques:   {_pairs(report['techniques'])}",
+            f"reasons:      {_pairs(report['techniques'])} (by technique)",
             f"decision log: {_pairs(report['decision_log'])}",
             f"queues:       {_pairs(report['queue_packets'])}",
             f"queue drops:  {_pairs(report['queue_kernel_dropped'])}",
