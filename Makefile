@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Gateways run the distro's Python (a PGO/LTO build): build the venv from it where present.
 BASE_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
 APT_PACKAGES := nftables iptables iproute2 conntrack libnetfilter-queue-dev libnfnetlink-dev \
-	python3-venv python3-dev build-essential curl iputils-ping tcpdump systemd procps
+	python3-venv python3-dev build-essential curl iputils-ping tcpdump systemd procps openssl make
 
 .PHONY: deps venv test lint typecheck demo bench clean install uninstall
 
