@@ -193,6 +193,11 @@ def test_20000_attacks_bounded_log_exact_suppressed(
     (tmp_path / "status.txt").write_text(status)
     print(f"\nattack: {result}\nstatus:\n{status}")
     assert running.stop() == 0
+    stopped = lab.gateway.run(
+        [sys.executable, "-m", "agent", "status", "--config", config],
+        env=python_env(), check=False,
+    )
+    assert stopped.returncode == 3 and "NOT RUNNING" in stopped.stdout, stopped
     elapsed = time.monotonic() - started
     events = running.events()
     logged = decisions(events)
