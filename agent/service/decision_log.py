@@ -15,8 +15,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.config import LogSettings
 from agent.core.decision import Decision, PacketMeta
@@ -32,9 +31,9 @@ RATE_LIMIT = "rate_limit"
 Emit = Callable[[Decision, PacketMeta], None]
 
 
-@dataclass(frozen=True, slots=True)
-class IndicatorKey:
-    """What a decision is about: its first reason's indicator, else its anomaly/failure."""
+class IndicatorKey(NamedTuple):
+    """What a decision is about: its first reason's indicator, else its anomaly/failure.
+    A tuple, not a dataclass: it is built and hashed for every folded decision."""
 
     campaign: str
     kind: str  # "ioc", "ioa", "anomaly", "decode_failure", "none"
