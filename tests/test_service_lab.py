@@ -488,7 +488,10 @@ def test_log_file_reopened_on_sigusr1_by_main_and_workers(lab: Lab, service: Ser
     log_file = service.workdir / "agent.log"
     service.write_config("enforce", log_output=str(log_file))
     service.start()
-    assert any(e.get("event") == "ready" for e in read_events(log_file))
+    deadline = time.monotonic() + 5  # READY=1 goes out just before the `ready` line
+    while not any(e.get("event") == "ready" for e in read_events(log_file)):
+        assert time.monotonic() < deadline, service.tail()
+        time.sleep(0.05)
     rotated = log_file.rename(service.workdir / "agent.log.1")
     service.signal(signal.SIGUSR1)
     deadline = time.monotonic() + 5
