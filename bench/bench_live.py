@@ -6,7 +6,8 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
 - pps: packets/s verdicted through NFQUEUE by the REAL agent vs a trivial
   accept-everything callback (bench_live_accept.py) bound to the same queues
   under the same ruleset, with 1 and 2 queues/workers. The load: one raw-socket
-  sender per CPU in the client namespace, each replaying pre-built in-sequence
+  sender per CPU in the client namespace, from 8 source addresses each (the
+  queue balance hashes the address pair), each replaying pre-built in-sequence
   TCP segments to port 80 (no handshake: conntrack picks the flows up; flushed
   before each run), in two mixes (MIXES): `requests`, one whole HTTP request
   per segment (15,000 flows per sender), and `body`, an upload head then
@@ -85,31 +86,36 @@ def _words(data: bytes) -> int:
     return sum(struct.unpack(f"!{len(data) // 2}H", data))
 
 
-def build_segments(src: str, dst: str, first_port: int, flows: int,
+def build_segments(sources: list[str], dst: str, first_port: int, flows: int,
                    payloads: list[bytes]) -> list[bytes]:
     """In-sequence TCP segments (ACK|PSH), round-major over the flows: round r of every
-    flow carries payloads[r].
+    flow carries payloads[r]; flow f comes from sources[f % len(sources)].
 
     Checksums are correct (the gateway's conntrack checks them): the constant
-    part is summed once per payload, the source port and sequence number are
-    added per segment.
+    part is summed once per payload and source, the source port and sequence
+    number are added per segment.
     """
-    saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
+    daddr = socket.inet_aton(dst)
     # TCP header with sport=0, seq=0, checksum=0: the per-segment fields are summed separately.
     template = struct.pack("!HHIIBBHHH", 0, 80, 0, 1, 5 << 4, 0x18, 65535, 0, 0)
     segments = []
     offset = 0
     for payload in payloads:
         tcp_len = 20 + len(payload)
-        ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, 0x4000, 64, 6, 0,
-                                saddr, daddr)
-        ip_header = ip_header[:10] + struct.pack("!H", 0xFFFF - _fold(_words(ip_header))) + \
-            ip_header[12:]
-        constant = _words(saddr + daddr + struct.pack("!BBH", 0, 6, tcp_len)) + _words(
-            template) + _words(payload)
+        per_source = []
+        for src in sources:
+            saddr = socket.inet_aton(src)
+            ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 0, 0x4000, 64, 6,
+                                    0, saddr, daddr)
+            ip_header = ip_header[:10] + struct.pack(
+                "!H", 0xFFFF - _fold(_words(ip_header))) + ip_header[12:]
+            constant = _words(saddr + daddr + struct.pack("!BBH", 0, 6, tcp_len)) + _words(
+                template) + _words(payload)
+            per_source.append((ip_header, constant))
         seq = (1000 + offset) & 0xFFFFFFFF
         for f in range(flows):
             sport = first_port + f
+            ip_header, constant = per_source[f % len(per_source)]
             check = 0xFFFF - _fold(constant + sport + (seq >> 16) + (seq & 0xFFFF))
             tcp = struct.pack("!HHI", sport, 80, seq) + template[8:16] + struct.pack(
                 "!H", check) + template[18:]
@@ -119,10 +125,14 @@ def build_segments(src: str, dst: str, first_port: int, flows: int,
 
 
 def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds: float) -> None:
-    """Pinned to `cpu` (so the xt CPU fanout maps this sender to one queue); prints sent."""
+    """Pinned to `cpu` (one sender per CPU); prints what it sent."""
     os.sched_setaffinity(0, {cpu})
     payloads, flows = MIXES[mix]
-    segments = build_segments(src, dst, first_port, flows, payloads)
+    # The queue balance hashes the address pair: 8 source addresses per sender (on the
+    # client's subnet; nothing answers them) spread the flows over the queues.
+    base = src.rsplit(".", 1)[0]
+    sources = [f"{base}.{100 + 8 * cpu + k}" for k in range(8)]
+    segments = build_segments(sources, dst, first_port, flows, payloads)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     print("READY", flush=True)
     sys.stdin.readline()  # the bench starts every sender at once
@@ -284,6 +294,7 @@ class PpsResult:
     offered_pps: float
     # Verdicts per CPU-second of the consumers: the per-packet cost without contention.
     per_cpu_second: float
+    busiest_queue_share: float  # 1.0 with one queue; ~0.5 when the balance spreads flows
 
 
 def measure_pps(lab: Lab, seconds: float, mix: str) -> PpsResult:
@@ -310,8 +321,10 @@ def measure_pps(lab: Lab, seconds: float, mix: str) -> PpsResult:
         out, _ = proc.communicate(timeout=seconds + 30.0)
         report = json.loads(out.strip().splitlines()[-1])
         sent += report["sent"] / report["seconds"]
-    verdicted = sum(after.get(q, 0) - before.get(q, 0) for q in after)
-    return PpsResult(verdicted / (t1 - t0), sent, verdicted / consumer_cpu if consumer_cpu > 0 else 0.0)
+    per_queue = [after.get(q, 0) - before.get(q, 0) for q in after]
+    verdicted = sum(per_queue)
+    share = max(per_queue) / verdicted if verdicted else 0.0
+    return PpsResult(verdicted / (t1 - t0), sent, verdicted / consumer_cpu if consumer_cpu > 0 else 0.0, share)
 
 
 def drop_bench_segments_at_server(lab: Lab) -> None:
@@ -445,7 +458,7 @@ def run_bench(args: argparse.Namespace) -> int:
             # A-B-C-C-B-A, rotated each round: the machine's load drifts (neighbours), and a
             # mirrored order cancels a linear drift; the first setup after the pps runs varies.
             order = SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]
-            for label in order + order[::-1]:
+            for label in (order + order[::-1]) if not args.skip_bulk else ():
                 agent = start_agent(lab, configs[2], workdir / f"run-{rep}.jsonl") \
                     if label == "agent" else None
                 if label == "conntrack":
@@ -473,6 +486,8 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
           "(goodput, latency: of 2 visits per round)")
     if pps:
         report_pps(pps, args)
+    if not bulk:
+        return
     print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s, best of "
           f"{args.bulk_runs} per visit)")
     print(f"{'direction':<12}" + "".join(f"{label:>12}" for label in SETUPS)
@@ -493,7 +508,7 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
 def report_pps(pps: dict[str, list[PpsResult]], args: argparse.Namespace) -> None:
     print(f"\nNFQUEUE packets/s ({args.seconds:g} s per run; one raw sender per CPU)")
     print(f"{'mix':<9}{'consumer':<12}{'verdicted/s':>12}{'offered/s':>11}{'vs trivial':>11}"
-          f"{'per CPU-s':>11}{'vs trivial':>11}  runs (verdicted/s)")
+          f"{'per CPU-s':>11}{'vs trivial':>11}{'top queue':>10}  runs (verdicted/s)")
     for mix in MIXES:
         for n in (1, 2):
             base = median([r.verdicted_pps for r in pps[f"{mix} trivial q{n}"]])
@@ -504,7 +519,8 @@ def report_pps(pps: dict[str, list[PpsResult]], args: argparse.Namespace) -> Non
                 per_cpu = median([r.per_cpu_second for r in runs])
                 offered = median([r.offered_pps for r in runs])
                 print(f"{mix:<9}{label:<12}{value:>12,.0f}{offered:>11,.0f}"
-                      f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x  "
+                      f"{value / base:>10.2f}x{per_cpu:>11,.0f}{per_cpu / base_cpu:>10.2f}x"
+                      f"{median([r.busiest_queue_share for r in runs]):>10.0%}  "
                       + " ".join(f"{r.verdicted_pps / 1000:.1f}k" for r in runs))
 
 
@@ -518,6 +534,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--skip-pps", action="store_true", help="goodput and latency only")
+    parser.add_argument("--skip-bulk", action="store_true", help="packets/s only")
     parser.add_argument("--sender", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--bulk-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bulk-client", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
