@@ -221,6 +221,31 @@ def test_indicators_with_escapes_braces_fragments() -> None:
     assert c.techniques[0].cwes == ("CWE-21", "CWE-22", "CWE-23", "CWE-24", "CWE-425")
 
 
+def test_dot_hostname_means_no_hostname() -> None:
+    # "." would normalize to "" and match every empty Host header or SNI.
+    result = load(DATA / "vuldb-2026-mystic-stealer-dot-host.md")
+    assert [str(p.message) for p in result.problems] == [
+        "page withholds 71 more ioc items (truncated by VulDB)"
+    ]
+    (c,) = result.campaigns
+    assert [(str(i.network), i.hostname) for i in c.iocs] == [
+        ("5.42.92.88/32", "hosted-by.yeezyhost.net"),
+        ("5.42.92.211/32", None),
+        ("5.42.94.125/32", "juicy-milk.aeza.network"),
+    ]
+    assert dict(c.withheld) == {"ioc": 71}
+    # The general row parser (used for rows the fast loop refuses) agrees.
+    slow = parse_vuldb(
+        "# M - Cyber Threat Intelligence\n\nthe actor known as M\n\n## IOC\n\n"
+        "ID | IP address | Hostname | Campaign | Confidence\n1 | 999.1.1.1 | . | - | Middle\n"
+        "2 | 1.2.3.4 | . | - | Middle\n",
+        "m.md",
+    )
+    assert [(str(i.network), i.hostname) for i in slow.campaigns[0].iocs] == [
+        ("1.2.3.4/32", None)
+    ]
+
+
 def test_synthetic_edge_cases() -> None:
     result = load(DATA / "vuldb-synthetic-edge.md")
     assert result.ok  # only warnings

@@ -69,6 +69,10 @@ _SECTIONS: dict[str, str] = {
 _WITHHELD_PREFIXES = ("There are ", "There is ")
 _WITHHELD_MARK = " more "
 _EMPTY_CELLS = frozenset({"", "-", "..."})
+# VulDB writes "." for an address whose reverse lookup gave the root name
+# (Meterpreter, Mystic Stealer); as a hostname IOC it would normalize to ""
+# and match every empty Host/SNI, so it means "no hostname".
+_EMPTY_HOSTS = _EMPTY_CELLS | {"."}
 
 _RowParser = Callable[["_PageBuilder", list[str], str, int, "_Columns | None"], None]
 
@@ -339,6 +343,7 @@ def _ioc_table(page: _PageBuilder, lines: list[str], index: int, columns: _Colum
     related = page.related
     confidences = _CONFIDENCES
     empty = _EMPTY_CELLS
+    empty_host = _EMPTY_HOSTS
     pton, af_inet, from_bytes = socket.inet_pton, socket.AF_INET, int.from_bytes
     new_ioc, new_ref, new_net = build_ioc, SourceRef, host_network_v4
     line_count = len(lines)
@@ -384,7 +389,7 @@ def _ioc_table(page: _PageBuilder, lines: list[str], index: int, columns: _Colum
             new_ioc(
                 f"{slug}:ioc:{len(iocs) + 1}",
                 new_net(from_bytes(packed, "big")),
-                None if host in empty else host,
+                None if host in empty_host else host,
                 actor,
                 confidence,
                 new_ref(path, index),
@@ -453,7 +458,7 @@ def _ioc_row(
             )
         except (OSError, ValueError):
             network = parse_ip_cell(ip_text)
-    hostname = host_cell if host_cell not in _EMPTY_CELLS else None
+    hostname = host_cell if host_cell not in _EMPTY_HOSTS else None
     if hostname is not None and (" " in hostname or "\t" in hostname):
         page.warn(lineno, f"hostname {hostname!r} has whitespace, ignored")
         hostname = None
