@@ -241,9 +241,7 @@ def test_dot_hostname_means_no_hostname() -> None:
         "2 | 1.2.3.4 | . | - | Middle\n",
         "m.md",
     )
-    assert [(str(i.network), i.hostname) for i in slow.campaigns[0].iocs] == [
-        ("1.2.3.4/32", None)
-    ]
+    assert [(str(i.network), i.hostname) for i in slow.campaigns[0].iocs] == [("1.2.3.4/32", None)]
 
 
 def test_synthetic_edge_cases() -> None:
