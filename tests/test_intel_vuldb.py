@@ -244,6 +244,33 @@ def test_dot_hostname_means_no_hostname() -> None:
     assert [(str(i.network), i.hostname) for i in slow.campaigns[0].iocs] == [("1.2.3.4/32", None)]
 
 
+def test_2021_partial_address_is_a_block() -> None:
+    result = load(DATA / "vuldb-2021-apt1-partial-ip.md")
+    assert [p.message for p in result.problems] == [
+        "page withholds 8 more ioc items (truncated by VulDB)",
+        "page withholds 10537 more ioa items (truncated by VulDB)",
+    ]
+    (c,) = result.campaigns
+    assert [str(i.network) for i in c.iocs] == [
+        "27.102.112.179/32",
+        "58.246.0.0/16",
+        "58.247.0.0/16",
+        "67.222.16.131/32",
+    ]
+    assert [i.source.line for i in c.iocs] == [11, 12, 13, 14]
+    assert [i.value for i in c.ioas] == [
+        "$HOME/.nylas-mail",
+        "%ProgramData%\\CTES",
+        "'phpshell.php",
+        '"/xml/system/setAttribute.xml',
+        "%windir%\\Internet Logs\\",
+    ]
+    assert dict(c.withheld) == {"ioc": 8, "ioa": 10537}
+    assert parse_ip_cell("1.2.3.") == ipaddress.ip_network("1.2.3.0/24")
+    for not_a_block in ("58.", "1.2.3.4.", "01.2.", "256.1.", "a.b.", "58.246"):
+        assert parse_ip_cell(not_a_block) is None, not_a_block
+
+
 def test_synthetic_edge_cases() -> None:
     result = load(DATA / "vuldb-synthetic-edge.md")
     assert result.ok  # only warnings

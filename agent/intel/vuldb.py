@@ -110,12 +110,31 @@ def parse_ip_cell(cell: str) -> IPNetwork | None:
         try:
             packed = socket.inet_pton(socket.AF_INET, text)
         except (OSError, ValueError):
-            return None
+            return _partial_ipv4(text)
         return ipaddress.IPv4Network(int.from_bytes(packed, "big"))
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
+
+
+def _partial_ipv4(text: str) -> ipaddress.IPv4Network | None:
+    """'58.246.' -> 58.246.0.0/16: 2 or 3 leading octets and a trailing dot.
+
+    The 2021 pages write address blocks this way (APT1: `58.246.`, from the
+    Mandiant report's netblocks); read like the CIDR cells they stand for.
+    A single octet (a /8) is not taken: no page has one, and it would be a
+    blunder rather than intel.
+    """
+    if not text.endswith(".") or not 2 <= text.count(".") <= 3:
+        return None
+    octets = text[:-1].split(".")
+    if not all(o.isdecimal() and o.isascii() and (o == "0" or o[0] != "0") for o in octets):
+        return None
+    if any(int(o) > 255 for o in octets):
+        return None
+    padded = octets + ["0"] * (4 - len(octets))
+    return ipaddress.IPv4Network(f"{'.'.join(padded)}/{8 * len(octets)}")
 
 
 _new_object = object.__new__
