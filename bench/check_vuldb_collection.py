@@ -14,6 +14,7 @@ totals. Exit status 1 if any page is reported.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import sys
 from dataclasses import dataclass, field
@@ -43,6 +44,17 @@ _WITHHELD_KEYS = {
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"
 )
+
+
+# Addresses a gateway must never drop: read as IOCs they would cut off local hosts.
+_LOCAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/3", "::/127", "fe80::/10",
+        "fc00::/7", "ff00::/8",
+    )
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -93,6 +105,7 @@ def naive_count(text: str) -> PageCount:
 class Totals:
     pages: int = 0
     reported: int = 0
+    notes: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
 
 
@@ -129,6 +142,13 @@ def check_page(path: Path, totals: Totals) -> list[str]:
     )
     if odd_hosts:
         out.append(f"hostnames that are not DNS names: {odd_hosts[:5]}")
+    for ioc in campaign.iocs:
+        net = ioc.network
+        if net is not None and any(
+            net.version == local.version and net.subnet_of(local)  # type: ignore[arg-type]
+            for local in _LOCAL_NETS
+        ):
+            totals.notes.append(f"{path}:{ioc.source.line}: local/private address IOC {net}")
     if len(campaign.iocs) != parsed["ioc"]:
         out.append(f"ioc: {len(campaign.iocs)} entries on {parsed['ioc']} lines")
     if dict(campaign.withheld) != naive.withheld:
@@ -150,6 +170,8 @@ def main() -> int:
             print(f"== {path}")
             for problem in problems:
                 print(f"   {problem}")
+    for note in totals.notes:
+        print(f"note: {note}")
     rows = ", ".join(f"{k} {v}" for k, v in sorted(totals.rows.items()))
     print(f"pages {totals.pages}, reported {totals.reported}; rows compared: {rows}")
     return 1 if totals.reported else 0
