@@ -25,8 +25,10 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
   fresh connections and on one keep-alive connection: p50 and p99.
 
 Needs root; all traffic stays inside the lab's namespaces (no route out).
-Usage: bench_live.py [--repeat 3] [--bulk-mb 200] [--bulk-runs 5] [--requests 500]
-       [--seconds 3]
+Usage: bench_live.py [--repeat 3] [--bulk-mb 200] [--bulk-runs 3] [--requests 500]
+       [--seconds 3] [--skip-pps | --skip-bulk]
+The spoofed sender sources (10.211.1.100-115) are on the lab's client subnet;
+the gateway forwards them only to the server namespace, which drops them.
 Internal modes (run inside a namespace by the bench itself): --sender, --bulk-server,
 --bulk-client, --latency-client.
 """
