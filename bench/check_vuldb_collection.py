@@ -84,6 +84,9 @@ def naive_count(text: str) -> PageCount:
             second = header.group(1).split("|")[0].strip().lower()
             table = _TABLE_KEYS.get(second, "other")
             continue
+        if section == "actors" and line.startswith("* ") and line[2:].strip() not in ("", "..."):
+            count.rows["actor"] = count.rows.get("actor", 0) + 1  # 2022 pages: bullets
+            continue
         row = _ROW.match(line)
         if row:
             cells = row.group(1).split("|")

@@ -271,6 +271,35 @@ def test_2021_partial_address_is_a_block() -> None:
         assert parse_ip_cell(not_a_block) is None, not_a_block
 
 
+def test_2022_actor_bullets_are_actors() -> None:
+    result = load(DATA / "vuldb-2022-solarwinds-actor-bullets.md")
+    assert [p.message for p in result.problems] == [
+        "page withholds 2 more ioc items (truncated by VulDB)"
+    ]
+    (c,) = result.campaigns
+    assert c.kind is CampaignKind.CAMPAIGN
+    assert [(a.name, a.confidence) for a in c.actors] == [("SilverFish", Confidence.HIGH)]
+    assert [(str(i.network), i.actor) for i in c.iocs] == [
+        ("5.61.57.152/32", "SilverFish"),
+        ("74.72.74.142/32", "SilverFish"),
+    ]
+
+
+def test_html_entities_in_names_are_decoded() -> None:
+    (c,) = load(DATA / "vuldb-2024-bluekeep-entity.md").campaigns
+    assert c.kind is CampaignKind.ACTOR
+    assert c.related_campaigns == ("CVE\u20132019-0708",)
+    assert [i.actor for i in c.iocs] == ["BlueKeep", "BlueKeep"]
+    # The general row parser decodes too (a hostname with a space sends the row there).
+    page = (
+        "# X - Cyber Threat Intelligence\n\nthe campaign known as _X_\n\n## IOC\n\n"
+        "ID | IP address | Hostname | Actor | Confidence\n"
+        "1 | 1.2.3.4 | a b | [A&amp;B](https://vuldb.com/?actor.ab) | High\n"
+    )
+    (x,) = parse_vuldb(page, "x.md").campaigns
+    assert [(i.actor, i.hostname) for i in x.iocs] == [("A&B", None)]
+
+
 def test_synthetic_edge_cases() -> None:
     result = load(DATA / "vuldb-synthetic-edge.md")
     assert result.ok  # only warnings

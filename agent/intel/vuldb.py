@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -97,6 +98,15 @@ def link_text(cell: str) -> str:
     if cell.startswith("[") and "](" in cell:
         return cell[1 : cell.index("](")]
     return cell
+
+
+def name_text(cell: str) -> str:
+    """An actor/campaign/country cell or bullet -> the name, HTML entities decoded.
+
+    Some pages write names with entities (BlueKeep: `CVE&ndash;2019-0708`).
+    """
+    text = link_text(cell)
+    return html.unescape(text) if "&" in text else text
 
 
 def parse_ip_cell(cell: str) -> IPNetwork | None:
@@ -400,6 +410,8 @@ def _ioc_table(page: _PageBuilder, lines: list[str], index: int, columns: _Colum
             assoc = cells[assoc_at].strip()
             if assoc not in empty:
                 actor = assoc[1 : assoc.find("](")] if assoc[:1] == "[" and "](" in assoc else assoc
+                if "&" in actor:
+                    actor = html.unescape(actor)
         if actor_page:
             if actor is not None and actor not in related:
                 related.append(actor)
@@ -431,9 +443,13 @@ def _bullet(page: _PageBuilder, section: str, item: str, lineno: int) -> None:
     if section == "references":
         page.references.append(link_text(item))
     elif section == "country":
-        page.countries.append(link_text(item))
+        page.countries.append(name_text(item))
     elif section == "campaign":
-        page.related.append(link_text(item))
+        page.related.append(name_text(item))
+    elif section == "actor":
+        # 2022 campaign pages list actors as bullets without a confidence; the
+        # same pages republished as tables rate them High (SolarWinds: SilverFish).
+        page.actors.append(Actor(name=name_text(item), confidence=Confidence.HIGH))
 
 
 def _withheld(page: _PageBuilder, line: str, lineno: int) -> None:
@@ -491,7 +507,7 @@ def _ioc_row(
     if assoc_at > 0:
         assoc_cell = cells[assoc_at].strip()
         if assoc_cell not in _EMPTY_CELLS:
-            actor = link_text(assoc_cell)
+            actor = name_text(assoc_cell)
     if page.kind is CampaignKind.ACTOR:
         # On actor pages the 4th column names a campaign of that actor.
         if actor is not None and actor not in page.related:
@@ -591,7 +607,7 @@ def _actor_row(
     page: _PageBuilder, cells: list[str], line: str, lineno: int, columns: _Columns | None
 ) -> None:
     cells = [c.strip() for c in cells]
-    name = link_text(cells[1])
+    name = name_text(cells[1])
     if name in _EMPTY_CELLS:
         return
     page.actors.append(Actor(name=name, confidence=page.confidence(cells[-1], lineno)))
