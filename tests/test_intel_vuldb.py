@@ -466,6 +466,25 @@ def test_inline_ioc_loop_agrees_with_the_row_parser(name: str) -> None:
     assert fast.related_campaigns == slow.related_campaigns
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vuldb-2026-mystic-stealer-dot-host.md",
+        "vuldb-2021-apt1-partial-ip.md",
+        "vuldb-2022-solarwinds-actor-bullets.md",
+        "vuldb-2024-bluekeep-entity.md",
+    ],
+)
+def test_inline_ioc_loop_agrees_on_collection_variants(name: str) -> None:
+    text = (DATA / name).read_text(encoding="utf-8")
+    header = next(line for line in text.split("\n") if line.startswith("ID | IP address"))
+    (fast,) = parse_vuldb(text, name).campaigns
+    (slow,) = parse_vuldb(text.replace(header, header + " | Extra"), name).campaigns
+    assert len(fast.iocs) > 0
+    assert fast.iocs == slow.iocs
+    assert fast.related_campaigns == slow.related_campaigns
+
+
 def test_defensive_singular_withheld_and_linked_technique() -> None:
     page = (
         "# A - Cyber Threat Intelligence\n"
