@@ -4,8 +4,11 @@ Owns the page grammar of the public `vuldb/cyber_threat_intelligence`
 collection in all its published generations (see docs/intel-formats.md):
 plain or linked IP cells, 4- or 5-column IOC and TTP tables, `...` rows and
 "There are N more X items available" lines for withheld data, backticked IOA
-indicators that may contain `|`. A line-oriented state machine with no
-backtracking regex; IPv4 rows take a C fast path (`inet_pton`).
+indicators that may contain `|`, 2021 address blocks written `58.246.`,
+hostname `.` (no reverse name), 2022 `## Actors` bullets, HTML entities in
+names. Checked against the collection by bench/check_vuldb_collection.py.
+A line-oriented state machine with no backtracking regex; IPv4 rows take a
+C fast path (`inet_pton`).
 
 Pure: the text in, a `LoadResult` out; malformed input becomes LoadProblems.
 """
