@@ -7,6 +7,7 @@ and key, e.g. `RUSTYFLAG_QUEUE__FAIL_CLOSED=true`, `RUSTYFLAG_MODE=dry-run`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -29,6 +30,7 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError, Problem
+from agent.intel.allowlist import DEFAULT_NEVER_BLOCK
 from agent.intel.model import Action, Confidence, EvidenceKind
 
 DEFAULT_CONFIG_PATH = Path("/etc/rustyflag-agent/agent.toml")
@@ -85,6 +87,19 @@ class IntelSettings(_Section):
     # Remote sources; their last good copies live under `state_dir/feeds/`.
     feeds: list[FeedSettings] = Field(default_factory=list)
     state_dir: str = "/var/lib/rustyflag-agent"
+    # Addresses intel can never make the gateway drop (an IOC overlapping one is left
+    # out with a warning): local and special ranges by default; add your own LAN,
+    # upstream resolvers, shared cloud/CDN ranges you depend on.
+    never_block: list[str] = Field(default_factory=lambda: list(DEFAULT_NEVER_BLOCK))
+    # Hostname IOCs never matched (suffix match); localhost/.local/.arpa always are.
+    allow_hostnames: list[str] = Field(default_factory=list)
+
+    @field_validator("never_block")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return networks
 
     @field_validator("feeds")
     @classmethod

@@ -121,3 +121,30 @@ def test_invalid_toml_located(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config)
     assert f"{config}:2" in str(info.value)
+
+
+def test_local_and_allowlisted_iocs_are_never_enforced(tmp_path: Path) -> None:
+    from agent.intel.loading import load_intel
+
+    (tmp_path / "lan.txt").write_text(
+        "# a real page listed 10.0.0.211 (High) and reverse-DNS names like localhost\n"
+        "10.0.0.211\n192.168.15.0/24\n203.0.113.9\nlocalhost\nevil.example\ncdn.shared.example\n"
+    )
+    config = tmp_path / "agent.toml"
+    config.write_text('[intel]\nsources = []\nallow_hostnames = ["shared.example"]\n')
+    load = load_intel(load_settings(config), [tmp_path / "lan.txt"])
+    assert load.snapshot is not None
+    values = sorted(i.value for c in load.snapshot.campaigns for i in c.iocs)
+    assert values == ["203.0.113.9", "evil.example"]
+    warned = " ".join(str(w) for w in load.warnings)
+    assert "10.0.0.211" in warned and "192.168.15.0/24" in warned and "lan.txt:2" in warned
+    assert "localhost" in warned and "cdn.shared.example" in warned
+    # An operator can narrow the defaults (e.g. a lab whose "attacker" sits in 10/8).
+    config.write_text('[intel]\nsources = []\nnever_block = ["127.0.0.0/8"]\n')
+    load = load_intel(load_settings(config), [tmp_path / "lan.txt"])
+    assert load.snapshot is not None
+    assert "10.0.0.211" in {i.value for c in load.snapshot.campaigns for i in c.iocs}
+    config.write_text('[intel]\nnever_block = ["10.0.0.0/33"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert f"{config}:2" in str(info.value)

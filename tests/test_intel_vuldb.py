@@ -519,3 +519,12 @@ def test_fast_ioc_builder_equals_the_dataclass() -> None:
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.hostname = "other"  # type: ignore[misc]
+
+
+def test_superscript_digit_in_withheld_count_is_a_warning_not_a_crash() -> None:
+    # Found by hypothesis on a mutated real page: '²'.isdigit() is True, int('²') raises.
+    page = (DATA / "vuldb-2026-mystic-stealer-dot-host.md").read_text()
+    mutated = page + "\nThere are ² more IOC items available. Please use our online service.\n"
+    result = parse_vuldb(mutated, "mutated.md")
+    assert result.campaigns
+    assert any("withheld-items line" in p.message for p in result.problems)

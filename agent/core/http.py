@@ -443,7 +443,8 @@ class HttpRequestStream:
             self._stopped = True
             return
         length_text = request.header("content-length") or "0"
-        length = int(length_text) if length_text.isdigit() else 0
+        # isascii: str.isdigit() accepts '²', which int() refuses.
+        length = int(length_text) if length_text.isascii() and length_text.isdigit() else 0
         if length > 0:
             out.pop()
             self._upgrade_request = request

@@ -99,7 +99,12 @@ def fetch_document(
     try:
         with opener.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            if (
+                declared is not None
+                and declared.isascii()
+                and declared.isdigit()
+                and int(declared) > max_bytes
+            ):
                 return FetchFailure(f"document is {declared} bytes, over max_bytes={max_bytes}")
             body = bytearray()
             while chunk := response.read(_CHUNK):

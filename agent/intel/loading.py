@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import EMBEDDED_INTEL, Settings
+from agent.intel.allowlist import Allowlist, apply_allowlist
 from agent.intel.feed_store import cached_feed_sources
 from agent.intel.model import LoadProblem, LoadResult, SourceRef
 from agent.intel.snapshot import IntelSnapshot, build_snapshot
@@ -74,6 +75,10 @@ def load_intel(
     result = load_sources(paths, overrides)
     if feed_warnings:
         result = LoadResult(result.campaigns, (*result.problems, *feed_warnings))
+    allow = Allowlist.build(settings.intel.never_block, settings.intel.allow_hostnames)
+    campaigns, allow_warnings = apply_allowlist(result.campaigns, allow)
+    if allow_warnings:
+        result = LoadResult(campaigns, (*result.problems, *allow_warnings))
     snapshot = build_snapshot(result.campaigns) if result.ok and result.campaigns else None
     if result.ok and not result.campaigns:
         problem = LoadProblem(SourceRef(str(paths[0])), "no campaign found in the intel sources")

@@ -59,7 +59,7 @@ def parse_plainlist(text: str, path: str) -> LoadResult:
             message = f"not an IP, CIDR or hostname: {raw.strip()[:80]!r}"
             problems.append(LoadProblem(source, message, fatal=False))
             continue
-        if len(fields) > 1 and not (len(fields) == 2 and fields[1].isdigit()):
+        if len(fields) > 1 and not (len(fields) == 2 and fields[1].isascii() and fields[1].isdigit()):
             problems.append(LoadProblem(source, "extra text after the indicator ignored", False))
         iocs.append(
             IOC(

@@ -461,7 +461,7 @@ def _withheld(page: _PageBuilder, line: str, lineno: int) -> None:
     count_text, _, after = rest.partition(_WITHHELD_MARK)
     word = after.split(" ", 1)[0].lower()
     key = _SECTIONS.get(word)
-    if not count_text.isdigit() or key is None:
+    if not (count_text.isascii() and count_text.isdigit()) or key is None:
         page.warn(lineno, f"unrecognized withheld-items line: {line[:80]!r}")
         return
     count = int(count_text)
