@@ -148,3 +148,18 @@ def test_local_and_allowlisted_iocs_are_never_enforced(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config)
     assert f"{config}:2" in str(info.value)
+
+
+def test_file_ioa_matching_every_path_is_left_out(tmp_path: Path) -> None:
+    from agent.intel.loading import load_intel
+
+    page = (REPO / "configs" / "campaigns" / "rusty-flag.md").read_text()
+    page = page.replace("2 | Argument | `num` | Low", "2 | Argument | `num` | Low\n3 | File | `//` | Low")
+    (tmp_path / "mykings-like.md").write_text(page)
+    config = tmp_path / "agent.toml"
+    config.write_text("[intel]\nsources = []\n")
+    load = load_intel(load_settings(config), [tmp_path / "mykings-like.md"])
+    assert load.snapshot is not None
+    (campaign,) = load.snapshot.campaigns
+    assert [a.value for a in campaign.ioas] == ["metrics-ui/server/srv.go", "num"]
+    assert any("'//' would match nearly every request" in str(w) for w in load.warnings)

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.intel.model import IOC, Campaign, IPNetwork, LoadProblem
+from agent.intel.model import IOA, IOC, Campaign, IOAType, IPNetwork, LoadProblem
 
 # Loopback, private, link-local, CGNAT, unspecified, multicast, broadcast; v6 likewise.
 DEFAULT_NEVER_BLOCK: tuple[str, ...] = (
@@ -69,6 +69,15 @@ def _filter_ioc(ioc: IOC, allow: Allowlist) -> tuple[IOC | None, list[str]]:
     return dataclasses.replace(ioc, network=network, hostname=hostname), reasons
 
 
+def _too_generic(ioa: IOA) -> str | None:
+    """An IOA that would match (nearly) every request, e.g. the File IOA `//` (MyKings)."""
+    if ioa.type in (IOAType.FILE, IOAType.LIBRARY) and not any(c.isalnum() for c in ioa.value):
+        return f"{ioa.type.value} IOA {ioa.value!r} would match nearly every request: not matched"
+    if not ioa.value.strip():
+        return f"{ioa.type.value} IOA is empty: not matched"
+    return None
+
+
 def apply_allowlist(
     campaigns: Sequence[Campaign], allow: Allowlist
 ) -> tuple[tuple[Campaign, ...], tuple[LoadProblem, ...]]:
@@ -87,5 +96,15 @@ def apply_allowlist(
             changed = changed or filtered is not ioc
             if filtered is not None:
                 kept.append(filtered)
-        out.append(dataclasses.replace(campaign, iocs=tuple(kept)) if changed else campaign)
+        ioas: list[IOA] = []
+        for ioa in campaign.ioas:
+            why = _too_generic(ioa)
+            if why is None:
+                ioas.append(ioa)
+            else:
+                problems.append(LoadProblem(ioa.source, f"{campaign.name}: {why}", fatal=False))
+                changed = True
+        out.append(
+            dataclasses.replace(campaign, iocs=tuple(kept), ioas=tuple(ioas)) if changed else campaign
+        )
     return tuple(out), tuple(problems)
