@@ -90,9 +90,7 @@ def apply_allowlist(
         for ioc in campaign.iocs:
             filtered, reasons = _filter_ioc(ioc, allow)
             for reason in reasons:
-                problems.append(
-                    LoadProblem(ioc.source, f"{campaign.name}: {reason}", fatal=False)
-                )
+                problems.append(LoadProblem(ioc.source, f"{campaign.name}: {reason}", fatal=False))
             changed = changed or filtered is not ioc
             if filtered is not None:
                 kept.append(filtered)
@@ -105,6 +103,8 @@ def apply_allowlist(
                 problems.append(LoadProblem(ioa.source, f"{campaign.name}: {why}", fatal=False))
                 changed = True
         out.append(
-            dataclasses.replace(campaign, iocs=tuple(kept), ioas=tuple(ioas)) if changed else campaign
+            dataclasses.replace(campaign, iocs=tuple(kept), ioas=tuple(ioas))
+            if changed
+            else campaign
         )
     return tuple(out), tuple(problems)
