@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
+from agent.config import load_settings
 from agent.core.decision import Decision, PacketMeta, Verdict
 from agent.core.engine import DecisionCore
 from agent.events import decision_event
-from tests.helpers import assert_valid_event, core_with_actions, default_core
+from agent.intel.loading import load_intel
+from agent.wiring import build_core
+from tests.helpers import REPO, assert_valid_event, core_with_actions, default_core
 
 CLIENT, SERVER, IOC = "10.211.1.2", "10.211.2.2", "78.135.73.140"
 
@@ -270,3 +274,27 @@ def test_past_depth_request_start_after_a_gap_resyncs() -> None:
     assert tiny.verdict == Verdict.FLAG
     assert tiny.anomalies and tiny.anomalies[0][0].value == "past_depth_fragment"
     _event_ok(tiny)
+
+
+def test_file_ioa_with_a_query_matches_on_parameter_boundaries(tmp_path: Path) -> None:
+    page = (REPO / "configs" / "campaigns" / "rusty-flag.md").read_text()
+    page = page.replace(
+        "2 | Argument | `num` | Low",
+        "2 | Argument | `num` | Low\n3 | File | `/ajax.php?action=login` | High",
+    )
+    (tmp_path / "p.md").write_text(page)
+    (tmp_path / "agent.toml").write_text("[intel]\nsources = []\n")
+    settings = load_settings(tmp_path / "agent.toml")
+    load = load_intel(settings, [tmp_path / "p.md"])
+    assert load.snapshot is not None
+    core = build_core(settings, load.snapshot)
+    cases = {
+        b"/ajax.php?action=login&u=1": True,
+        b"/x/ajax.php?action=login": True,
+        b"/ajax.php?action=logout": False,
+    }
+    for index, (target, expected) in enumerate(cases.items()):
+        (decision,) = _send_stream(
+            core, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target, [], 46000 + index
+        )
+        assert ("file" in _reasons_kinds(decision)) is expected, target

@@ -41,7 +41,7 @@ _FALLBACK_CWES: dict[EvidenceKind, tuple[str, ...]] = {
     EvidenceKind.LIBRARY: ("CWE-22",),
     EvidenceKind.INPUT_VALUE: ("CWE-22", "CWE-20"),
 }
-_PATH_END = frozenset("/?;")
+_PATH_END = frozenset("/?;&")  # what may follow a matched IOA path (& after a query IOA)
 
 
 @dataclass(frozen=True, slots=True)
