@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -165,6 +166,38 @@ def test_counters_equal_the_decisions_logged(lab: Lab, running: RunningAgent) ->
     assert max(during) <= total(after, "rustyflag_decisions_total")
     info = [dict(k[1]) for k in after if k[0] == "rustyflag_intel_info"]
     assert info and info[0]["mode"] == "enforce" and info[0]["intel_version"]
+
+
+def test_kernel_drops_nflog_decisions_and_reloads(lab: Lab, running: RunningAgent) -> None:
+    assert lab.client.ping(ADDR.ioc_v4, count=3, timeout=3.0).received == 0
+    proc = attack(lab, 50, 2, 30.0)  # metrics deltas flow while the reload waits for acks
+    running.proc.send_signal(signal.SIGHUP)
+    assert finished(proc, 40)["sent"] == 50
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while not any(e.get("event") == "reload" for e in running.events()):
+        assert time.monotonic() < deadline, running.events()[-5:]
+        time.sleep(0.2)
+    after = settled(lab)
+    events = running.events()
+    # The kernel dropped the pings (IOC set, destination side); NFLOG made them decisions.
+    assert total(after, "rustyflag_kernel_set_packets_total", set="ioc_v4", direction="dst") >= 3
+    nflog = decisions(events, "nflog")
+    made_nflog = total(after, "rustyflag_decisions_total", source="nflog")
+    assert nflog and made_nflog >= 3
+    assert total(after, "rustyflag_decision_events_total", source="nflog",
+                 outcome="logged") == len(nflog)
+    assert total(after, "rustyflag_decisions_total", source="nfqueue") == len(decisions(events))
+    assert total(after, "rustyflag_reloads_total") == 1
+    assert total(after, "rustyflag_reload_failures_total") == 0
+    assert total(after, "rustyflag_worker_restarts_total") == 0  # acks were not lost
+    assert not [e for e in events if e.get("event") == "worker_reload_failed"]
+    # Echo requests of one ping share an ICMP flow: identical repeats are folded, and
+    # the count comes out at stop at the latest.
+    assert running.stop() == 0
+    events = running.events()
+    folded = sum(int(e["count"]) for e in events
+                 if e.get("event") == "suppressed" and e["source"] == "nflog")
+    assert len(decisions(events, "nflog")) + folded == made_nflog
 
 
 @pytest.mark.parametrize(
