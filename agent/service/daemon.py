@@ -472,6 +472,7 @@ class Agent:
             apply_ms=_ms(applied - loaded),
             workers_ms=_ms(time.monotonic() - applied),
         )
+        self.metrics.kernel_counters = self._nft(settings).counters  # the table may be renamed
         self.metrics.reload_succeeded(self._agent_info(new_state))
         self.notifier.ready(self._status_line(new_state))
         return new_state
