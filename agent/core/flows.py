@@ -165,7 +165,7 @@ class Flow:
     client_port: int
     midstream: bool  # first seen without its handshake
     stream: ClientStream | None  # TCP only
-    inspector_state: object | None = None  # the HTTP layer's per-flow parser
+    inspector_state: object | None = None  # the decision core's per-flow state (HTTP parser...)
     blocked: bool = False
     client_fin: bool = False
     server_fin: bool = False
