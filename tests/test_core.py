@@ -298,3 +298,45 @@ def test_file_ioa_with_a_query_matches_on_parameter_boundaries(tmp_path: Path) -
             core, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target, [], 46000 + index
         )
         assert ("file" in _reasons_kinds(decision)) is expected, target
+
+
+def test_num_as_an_object_is_a_type_violation() -> None:
+    # PHP/qs hand the handler an object for num[x]=; mysqljs turns one into SQL.
+    core = default_core()
+    query = b"GET /x?num[x]=1%20or%201=1&num[y]=5 HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b'{"num": {"num": 1}}'
+    json_post = (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    for port, data in ((40101, query), (40102, json_post)):
+        (decision,) = _send_stream(core, data, [], port)
+        assert decision.verdict == Verdict.FLAG
+        kinds = {r.evidence.kind.value for r in decision.reasons}
+        assert "type_violation" in kinds
+        assert all(r.evidence.name == "num" for r in decision.reasons)
+        _event_ok(decision)
+    (sqli,) = [
+        r
+        for r in _send_stream(core, query, [], 40103)[0].reasons
+        if r.evidence.kind.value == "sqli"
+    ]
+    assert sqli.evidence.value == "1 or 1=1"
+    # An object whose members are not number-typed arguments stays clean.
+    clean = b"GET /x?a[num]=5&page[size]=10 HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert not _send_stream(core, clean, [], 40104)[0].reasons
+
+
+def test_srv_go_windows_aliases_match() -> None:
+    # Windows file systems drop trailing dots and spaces; ::$DATA is the file's content.
+    core = default_core()
+    for port, target in enumerate(
+        (b"srv.go.", b"srv.go%20", b"srv.go.%20.", b"SRV.GO::$DATA", b"srv.go::$DATA/x"), 40110
+    ):
+        data = b"GET /metrics-ui/server/" + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        (decision,) = _send_stream(core, data, [], port)
+        assert [r.evidence.kind.value for r in decision.reasons] == ["file"], target
+    for port, target in enumerate((b"srv.go.bak", b"srv.go:x", b"srv.go.old."), 40120):
+        data = b"GET /metrics-ui/server/" + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        (decision,) = _send_stream(core, data, [], port)
+        assert not decision.reasons, target

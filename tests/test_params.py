@@ -15,6 +15,7 @@ from agent.core.params import (
     TOO_MANY_PARAMS,
     UNUSUAL_CHARSET,
     ParamSet,
+    base_name,
     extract_params,
 )
 from agent.core.routes import RouteMatcher
@@ -303,3 +304,44 @@ def test_unusual_body_charset_is_reported() -> None:
     ctype = "application/x-www-form-urlencoded; charset=UTF-8"
     params = extract_params(request("POST /f", b"num=1", Content_Type=ctype), NO_ROUTES)
     assert params.anomalies == ()
+
+
+# --- evasions found by the decision-path bug hunt --------------------------------------
+
+
+def test_json_repeated_key_keeps_every_value() -> None:
+    # Python keeps the last value; a first-wins backend reads the first one.
+    body = b'{"num": "1 or 1=1", "num": 2, "a": {"num": 3, "num": "4\'"}}'
+    params = extract_params(request("POST /j", body, Content_Type="application/json"), NO_ROUTES)
+    assert [p.value for p in params.by_name("num")] == ["1 or 1=1", "2", "3", "4'"]
+
+
+def test_multipart_empty_filename_is_a_form_value() -> None:
+    # Go's multipart reader treats a part with filename="" as a form value.
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="num"; filename=""\r\n\r\n1 or 1=1\r\n'
+        b'--XX\r\nContent-Disposition: form-data; name="up"; filename="a.sql"\r\n\r\nx\r\n--XX--\r\n'
+    )
+    params = extract_params(
+        request("POST /m", body, Content_Type="multipart/form-data; boundary=XX"), NO_ROUTES
+    )
+    assert values(params, "num") == [("1 or 1=1", Where.BODY)]
+    assert params.by_name("up") == ()
+
+
+def test_multipart_rfc2231_and_repeated_names() -> None:
+    # name*=UTF-8''num is "num" to Go's mime package; a repeated name is read first or
+    # last depending on the backend: the value is inspected under every name.
+    body = (
+        b"--XX\r\nContent-Disposition: form-data; name*=UTF-8''n%75m\r\n\r\n1'\r\n"
+        b'--XX\r\nContent-Disposition: form-data; name="num"; name="x"\r\n\r\n2\'\r\n--XX--\r\n'
+    )
+    params = extract_params(
+        request("POST /m", body, Content_Type="multipart/form-data; boundary=XX"), NO_ROUTES
+    )
+    assert [p.value for p in params.by_name("num")] == ["1'", "2'"]
+    assert [p.value for p in params.by_name("x")] == ["2'"]
+
+
+def test_base_name_of_structured_names() -> None:
+    assert [base_name(n) for n in ("num[x]", "num[0][y]", "num.x", "num")] == ["num"] * 4

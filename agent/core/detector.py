@@ -7,6 +7,7 @@ technique, what evidence, and the action policy gives it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -18,7 +19,7 @@ from agent.core.decision import Evidence, IndicatorRef, Reason, TechniqueRef, Wh
 from agent.core.decode import Packet
 from agent.core.http import HttpRequest
 from agent.core.normalize import normalize_path
-from agent.core.params import Param, extract_params
+from agent.core.params import Param, base_name, extract_params
 from agent.core.routes import RouteMatcher
 from agent.intel.model import (
     IOA,
@@ -42,6 +43,9 @@ _FALLBACK_CWES: dict[EvidenceKind, tuple[str, ...]] = {
     EvidenceKind.INPUT_VALUE: ("CWE-22", "CWE-20"),
 }
 _PATH_END = frozenset("/?;&")  # what may follow a matched IOA path (& after a query IOA)
+_NUMERIC_TYPES = frozenset({ArgumentType.INTEGER, ArgumentType.NUMBER})
+# After an argument's name: a member (`[x]`, `.x`), not an index (`[0]`, `[]`).
+_OBJECT_MEMBER = re.compile(r"(?:\[[0-9]*\])*(?:\.|\[[^\]0-9])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,17 @@ def _ioa_path_key(value: str) -> str:
     while "//" in text:
         text = text.replace("//", "/")
     return text
+
+
+def _windows_alias(path: str, start: int) -> bool:
+    """Whether the rest of the segment from `start` names the same file on Windows:
+    trailing dots and spaces (`srv.go.`, `srv.go%20`) or the default stream (`::$DATA`)."""
+    end = start
+    length = len(path)
+    while end < length and path[end] not in _PATH_END:
+        end += 1
+    tail = path[start:end]
+    return not tail.strip(". ") or tail.startswith("::$data")
 
 
 class Detector:
@@ -272,6 +287,7 @@ class Detector:
                 key[-1] not in _PATH_END
                 and end + 1 < length
                 and lowered_path[end + 1] not in _PATH_END
+                and not _windows_alias(lowered_path, end + 1)
             ):
                 continue
             if key in seen:
@@ -304,8 +320,12 @@ class Detector:
                 reasons.append(self._reason(campaign, self._ioa_ref(ioa), evidence))
         return reasons
 
-    def _argument_reasons(self, param: Param) -> list[Reason]:
-        watches = self._arguments.get(param.name)
+    def _argument_reasons(
+        self, param: Param, name: str, *, structured: bool = False
+    ) -> list[Reason]:
+        """`structured`: the argument `name` is an object (`num[x]=`, `{"num": {...}}`) and
+        `param` one of its members; a number-typed argument is then violated whatever the value."""
+        watches = self._arguments.get(name)
         if not watches:
             return []
         reasons: list[Reason] = []
@@ -314,13 +334,22 @@ class Detector:
             findings = findings_by_type.get(watch.expected)
             if findings is None:
                 findings = classify_value(param.value, watch.expected)
+                if (
+                    structured
+                    and watch.expected in _NUMERIC_TYPES
+                    and not any(f.kind == EvidenceKind.TYPE_VIOLATION for f in findings)
+                ):
+                    violation = Finding(
+                        EvidenceKind.TYPE_VIOLATION, f"expected {watch.expected}, got an object"
+                    )
+                    findings = (violation, *findings)
                 findings_by_type[watch.expected] = findings
             for finding in findings:
                 evidence = Evidence(
                     finding.kind,
                     param.where,
                     param.value,
-                    name=param.name,
+                    name=name,
                     detail=finding.detail,
                 )
                 reasons.append(self._reason(watch.campaign, self._ioa_ref(watch.ioa), evidence))
@@ -359,8 +388,17 @@ class Detector:
             for param in params:
                 if only is not None and param.where not in only:
                     continue
-                if param.name in arguments:  # most parameters are not IOA arguments
-                    reasons.extend(self._argument_reasons(param))
+                name, full_name = param.name, param.full_name
+                object_of = ""
+                if full_name != name and full_name:
+                    # `num[x]`, `{"num": {...}}`: a member of an object named like an IOA
+                    # argument (PHP, qs and mysqljs hand the handler the object).
+                    base = base_name(full_name)
+                    if base in arguments and _OBJECT_MEMBER.match(full_name, len(base)):
+                        object_of = base
+                        reasons.extend(self._argument_reasons(param, base, structured=True))
+                if name in arguments and name != object_of:  # most parameters are not
+                    reasons.extend(self._argument_reasons(param, name))
                 if self._values is not None and param.where != Where.PATH:
                     reasons.extend(
                         self._value_reasons(self._values, param.value, param.where, param.name)

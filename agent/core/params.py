@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from agent.core.decision import Where
 from agent.core.http import HttpRequest
@@ -141,7 +142,7 @@ def _index(params: tuple[Param, ...]) -> dict[str, tuple[Param, ...]]:
         index.setdefault(param.name, []).append(param)
         if param.full_name and param.full_name != param.name:
             index.setdefault(param.full_name, []).append(param)
-            base = _base_name(param.full_name)
+            base = base_name(param.full_name)
             if base not in (param.name, param.full_name):
                 index.setdefault(base, []).append(param)
     return {k: tuple(v) for k, v in index.items()}
@@ -169,7 +170,8 @@ def _leaf_name(full_name: str) -> str:
     return full_name.split("[", 1)[0]
 
 
-def _base_name(full_name: str) -> str:
+def base_name(full_name: str) -> str:
+    """`num` of `num[x]`, `num[0][y]`, `num.x`: the name a backend binds the whole value to."""
     return full_name.split("[", 1)[0].split(".", 1)[0]
 
 
@@ -256,7 +258,11 @@ def _check_charset(content_type: str, into: _Collector) -> None:
 def _json(body: bytes, into: _Collector) -> None:
     text = body.decode("utf-8", "replace")
     try:
-        document = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+        # Objects as tuples of pairs: a repeated key keeps every value (backends differ
+        # on which one wins; a first-wins one must not read a value we never saw).
+        document = json.loads(
+            text, object_pairs_hook=tuple, parse_float=str, parse_int=str, parse_constant=str
+        )
     except (ValueError, RecursionError):
         into.note(JSON_MALFORMED, "scanned for key/value pairs")
         for match in _JSON_PAIR.finditer(text):
@@ -285,8 +291,8 @@ def _flatten(document: Any, into: _Collector) -> None:
     pending: list[tuple[str, str, Any]] = [("", "", document)]
     while pending:
         name, full_name, node = pending.pop()
-        if isinstance(node, dict):
-            for key, child in reversed(node.items()):
+        if isinstance(node, tuple):  # an object (object_pairs_hook=tuple)
+            for key, child in reversed(node):
                 leaf = str(key).lower()
                 pending.append((leaf, f"{full_name}.{leaf}" if full_name else leaf, child))
         elif isinstance(node, list):
@@ -345,33 +351,49 @@ def _multipart(body: bytes, content_type: str, truncated: bool, into: _Collector
             content = content[:-2]
         elif content.endswith(b"\n"):
             content = content[:-1]
-        name, is_file = _disposition(head)
-        if name is None or is_file:
+        names, is_file = _disposition(head)
+        if is_file:
             continue  # file contents are not form values
-        full_name = name.lower()
         value = content.decode("utf-8", "replace")
-        if not into.add(Param(_leaf_name(full_name), value, value, Where.BODY, False, full_name)):
-            return
+        for name in names:
+            full_name = name.lower()
+            param = Param(_leaf_name(full_name), value, value, Where.BODY, False, full_name)
+            if not into.add(param):
+                return
     if not closed and not truncated:
         into.note(MULTIPART_MALFORMED, "no closing delimiter")
 
 
-def _disposition(head: str) -> tuple[str | None, bool]:
-    """(form field name, whether the part is a file) from a part's headers."""
+def _disposition(head: str) -> tuple[tuple[str, ...], bool]:
+    """(form field names, whether the part is a file) from a part's headers.
+
+    Every name the part gives (`name`, a repeated `name`, RFC 2231 `name*`): back
+    ends differ on which one they read, so the value is inspected under each.
+    """
     for line in head.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() != "content-disposition":
             continue
-        name: str | None = None
+        names: dict[str, None] = {}
         is_file = False
         for param, param_value in _DISPOSITION_PARAM.findall(value):
             attribute = param.lower()
             if attribute == "name":
-                name = _unquote(param_value)
-            elif attribute.startswith("filename"):
+                names[_unquote(param_value)] = None
+            elif attribute == "name*":
+                names[_rfc2231_value(_unquote(param_value))] = None
+            elif attribute.startswith("filename") and _unquote(param_value):
+                # filename="" is a form value to Go's multipart reader, not a file.
                 is_file = True
-        return name, is_file
-    return None, False
+        return tuple(names), is_file
+    return (), False
+
+
+def _rfc2231_value(text: str) -> str:
+    """`charset'language'percent-encoded` -> text (the charset is taken as UTF-8)."""
+    parts = text.split("'", 2)
+    encoded = parts[2] if len(parts) == 3 else text
+    return unquote(encoded, encoding="utf-8", errors="replace")
 
 
 def extract_params(
