@@ -340,3 +340,39 @@ def test_srv_go_windows_aliases_match() -> None:
         data = b"GET /metrics-ui/server/" + target + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         (decision,) = _send_stream(core, data, [], port)
         assert not decision.reasons, target
+
+
+def test_head_longer_than_the_depth_is_an_anomaly() -> None:
+    # The end of a padded head (query, cookie) lies past the depth: flagged, not silent.
+    core = default_core()
+    pad = b"A" * (core.limits.inspect_depth + 1000)
+    cookie = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nCookie: num=1'--\r\n\r\n"
+    query = b"GET /x?pad=" + pad + b"&num=1%20or%201=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    for port, data in ((45010, cookie), (45011, query)):
+        decisions = _send_stream(core, data, list(range(1400, len(data), 1400)), port)
+        flagged = [d for d in decisions if d.verdict != Verdict.ACCEPT]
+        assert [a[0].value for d in flagged for a in d.anomalies] == ["depth_exceeded"]
+        _event_ok(flagged[0])
+    # A body longer than the depth is normal (uploads): no anomaly.
+    body = b"a" * (core.limits.inspect_depth + 1000)
+    upload = b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    decisions = _send_stream(core, upload, list(range(1400, len(upload), 1400)), 45012)
+    assert all(d.verdict == Verdict.ACCEPT and not d.anomalies for d in decisions)
+
+
+def test_head_split_past_the_depth_is_an_anomaly() -> None:
+    # Live, past the depth, "GET " alone is queued but a rest of 8+ bytes is not.
+    core = default_core()
+    seq = _handshake(core, 45013)
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert not core.decide(_segment(45013, seq, first), _meta()).reasons
+    later = seq + len(first) + 50_000
+    meta = PacketMeta(timestamp=1_700_000_000.0, past_depth=True)
+    split = core.decide(_segment(45013, later, b"GET "), meta)
+    assert split.verdict == Verdict.FLAG
+    assert [a[0].value for a in split.anomalies] == ["past_depth_fragment"]
+    _event_ok(split)
+    # A whole head in its segment past the depth is inspected: no anomaly.
+    whole = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
+    decision = core.decide(_segment(45013, later + 60_000, whole), meta)
+    assert decision.verdict == Verdict.ACCEPT and not decision.anomalies

@@ -35,6 +35,8 @@ _BODY_ONLY = frozenset({Where.BODY})
 # A segment this short that starts no request, past the depth: a split request line.
 TINY_SEGMENT_BYTES = 8
 DEFAULT_HTTP_PORTS = frozenset({80, 8000, 8080, 6862, 6870})
+_HEAD_PAST_DEPTH = "request head longer than the inspection depth: its end is not inspected"
+_HEAD_SPLIT_PAST_DEPTH = "request head split past the inspection depth: its rest is not inspected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,12 @@ class DecisionCore:
         if update.to_server and new_data:
             if packet.proto == _TCP and flow.key.dest_port in self.limits.http_ports:
                 http_info = self._inspect_http(
-                    flow, new_data, update.depth_reached, reasons, anomalies
+                    flow,
+                    new_data,
+                    update.depth_reached,
+                    reasons,
+                    anomalies,
+                    past_depth=meta.past_depth,
                 )
             elif (
                 packet.proto == _TCP and flow.key.dest_port == _TLS_PORT and detector.has_hostnames
@@ -193,6 +200,8 @@ class DecisionCore:
         depth_reached: bool,
         reasons: list[Reason],
         anomalies: list[tuple[AnomalyKind, str]],
+        *,
+        past_depth: bool,
     ) -> HttpInfo | None:
         state = flow.inspector_state
         if not isinstance(state, _FlowState):
@@ -201,7 +210,14 @@ class DecisionCore:
         if stream is None:
             stream = state.stream = HttpRequestStream(max_body=self.limits.inspect_depth)
         requests = stream.feed(data)
+        if past_depth and stream.in_head:
+            # Past the kernel's depth the rest of a head, in segments of 8 bytes or
+            # more, is never queued: what the server reads after this is unseen.
+            anomalies.append((AnomalyKind.PAST_DEPTH_FRAGMENT, _HEAD_SPLIT_PAST_DEPTH))
         if depth_reached:
+            if stream.in_head:
+                # A head padded past the depth: its end (a query, a cookie) is unseen.
+                anomalies.append((AnomalyKind.DEPTH_EXCEEDED, _HEAD_PAST_DEPTH))
             # What is left of a request at the depth limit is inspected as it stands.
             requests.extend(stream.finish())
             state.exhausted = True

@@ -342,6 +342,17 @@ class HttpRequestStream:
             and not self._collector.in_message
         )
 
+    @property
+    def in_head(self) -> bool:
+        """True while a request has started and its head is not complete."""
+        collector = self._collector
+        return (
+            not self._stopped
+            and self._upgrade_request is None
+            and collector.in_message
+            and not collector.head_done
+        )
+
     def feed(self, data: bytes) -> list[HttpRequest]:
         """Parse a chunk; return the requests it completed, in order (a failed one last)."""
         out: list[HttpRequest] = []
