@@ -345,3 +345,34 @@ def test_multipart_rfc2231_and_repeated_names() -> None:
 
 def test_base_name_of_structured_names() -> None:
     assert [base_name(n) for n in ("num[x]", "num[0][y]", "num.x", "num")] == ["num"] * 4
+
+
+def test_bodies_in_charsets_that_hide_ascii_are_decoded() -> None:
+    # ASP.NET decodes a form by its charset (EBCDIC, UTF-16); JSON readers detect UTF-16/32.
+    form = "num=1' or 1=1".encode("cp037")
+    params = extract_params(
+        request(
+            "POST /f",
+            form,
+            Content_Type="application/x-www-form-urlencoded; charset=ibm037",
+        ),
+        NO_ROUTES,
+    )
+    assert values(params, "num") == [("1' or 1=1", Where.BODY)]
+    assert any(a.startswith(UNUSUAL_CHARSET) for a in params.anomalies)
+    for data, ctype in (
+        ('{"num": "2\'"}'.encode("utf-16-le"), "application/json"),
+        ('{"num": "2\'"}'.encode("utf-16"), "application/json"),
+        ('{"num": "2\'"}'.encode("utf-32-be"), "application/json; charset=utf-32be"),
+        ('\ufeff{"num": "2\'"}'.encode(), "application/json"),
+    ):
+        params = extract_params(request("POST /j", data, Content_Type=ctype), NO_ROUTES)
+        assert values(params, "num") == [("2'", Where.BODY)], ctype
+    # A charset outside the short list is reported, not used to decode.
+    params = extract_params(
+        request(
+            "POST /f", b"num=3", Content_Type="application/x-www-form-urlencoded; charset=punycode"
+        ),
+        NO_ROUTES,
+    )
+    assert values(params, "num") == [("3", Where.BODY)]

@@ -11,6 +11,7 @@ detector asks `by_name("num")` once. Values are decoded (see
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -42,6 +43,13 @@ _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.){0,256})"\s*:\s*("(?:[^"\\]|\\.)*"|[^,
 _DISPOSITION_PARAM = re.compile(r'(?<![\w*-])([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _JSON_TYPES = ("application/json", "text/json")
+# Charsets back ends decode bodies with that hide ASCII names and values from
+# byte matching: such a body is decoded with its charset before parsing. A short
+# list of cheap codecs (a declared charset picks the codec: no costly ones).
+_HIDING_CODECS = frozenset(
+    {"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-7"}
+    | {"cp037", "cp273", "cp500", "cp875", "cp1026", "cp1140"}
+)
 _PLAIN_CHARSETS = frozenset(
     {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1", "windows-1252"}
 )
@@ -229,34 +237,50 @@ def _media_type(request: HttpRequest) -> tuple[str, str]:
 def _body(request: HttpRequest, into: _Collector) -> None:
     body = request.body
     media, content_type = _media_type(request)
-    if "charset" in content_type.lower():
-        _check_charset(content_type, into)
+    codec = _check_charset(content_type, into) if "charset" in content_type.lower() else None
     if media == "application/x-www-form-urlencoded":
-        _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
+        _pairs(_body_text(body, codec), into, Where.BODY, True)
     elif media == "multipart/form-data":
         _multipart(body, content_type, request.body_truncated, into)
     elif media in _JSON_TYPES or media.endswith("+json"):
-        _json(body, into)
+        _json(body, into, codec)
     elif not media or media == "text/plain" or "form" in media or "json" in media:
         # A missing or odd type: backends differ, sniff like the most lenient one.
         head = body.lstrip()[:1]
         if head in (b"{", b"["):
-            _json(body, into)
+            _json(body, into, codec)
         elif b"=" in body:
-            _pairs(body.decode("utf-8", "surrogateescape"), into, Where.BODY, True)
+            _pairs(_body_text(body, codec), into, Where.BODY, True)
 
 
-def _check_charset(content_type: str, into: _Collector) -> None:
-    """Bodies in EBCDIC or UTF-16 (IIS/ASP.NET decode them) hide from byte matching."""
+def _body_text(body: bytes, codec: str | None) -> str:
+    if codec is None:
+        return body.decode("utf-8", "surrogateescape")
+    return body.decode(codec, "replace")
+
+
+def _check_charset(content_type: str, into: _Collector) -> str | None:
+    """Bodies in EBCDIC or UTF-16 (IIS/ASP.NET decode them) hide from byte matching.
+
+    Reported; for the charsets in `_HIDING_CODECS` the codec to decode the body with.
+    """
     for key, value in _DISPOSITION_PARAM.findall(content_type):
         if key.lower() == "charset":
             charset = _unquote(value).lower()
-            if charset not in _PLAIN_CHARSETS:
-                into.note(UNUSUAL_CHARSET, charset)
+            if charset in _PLAIN_CHARSETS:
+                return None
+            into.note(UNUSUAL_CHARSET, charset)
+            try:
+                codec = codecs.lookup(charset).name
+            except LookupError:
+                return None
+            return codec if codec in _HIDING_CODECS else None
+    return None
 
 
-def _json(body: bytes, into: _Collector) -> None:
-    text = body.decode("utf-8", "replace")
+def _json(body: bytes, into: _Collector, codec: str | None = None) -> None:
+    # UTF-16/32 (BOM or NUL pattern) as RFC 4627 readers (Jackson, .NET, Python) detect it.
+    text = body.decode(codec or json.detect_encoding(body), "replace")
     try:
         # Objects as tuples of pairs: a repeated key keeps every value (backends differ
         # on which one wins; a first-wins one must not read a value we never saw).
