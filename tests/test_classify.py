@@ -285,3 +285,24 @@ def test_finding_is_frozen_with_slots() -> None:
     assert not hasattr(finding, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
         finding.detail = "y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1 or 1 in (1)",
+        "1 or 1 glob 1",
+        "1 or 1 is not 2",
+        "1 or x like 1",
+        "1 or x regexp 1",
+        "1 or (1) is 1",
+        "1 or (1) notnull",
+        "1 or (1) collate nocase",
+        "-1 or 1 )",
+    ],
+)
+def test_sqli_the_prefilter_used_to_skip(value: str) -> None:
+    # The tokenizer knew these; the cheap pre-filter in front of it did not let them through.
+    for expected in (None, ArgumentType.INTEGER):
+        kinds = {f.kind for f in classify_value(value, expected)}
+        assert EvidenceKind.SQLI in kinds, (value, expected)

@@ -32,10 +32,13 @@ _NUMBER_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-
 # call, a system variable or a statement keyword; a value with none of them (most
 # prose, even with "or"/"and"/"from" in it) skips the tokenizer.
 _SQL_CANDIDATE_RE: Final = re.compile(
-    r"['\"`;#=<>|&@*]|--|/\*|\$\$|\w\(|\b(?:union|select|order\s+by|group\s+by|having"
+    r"['\"`;#=<>|&@*]|--|/\*|\$\$|\w\(|\bin[\s+]*\(|\b(?:union|select|order\s+by|group\s+by|having"
     r"|waitfor|exec|execute|declare|drop|insert|update|delete|shutdown|procedure|into|true"
-    r"|false|between|sleep|benchmark|is[\s+]+(?:not[\s+]+)?null"
-    r"|(?:\d+|0x[0-9a-f]+)[\s+]+(?:r?like|regexp))\b",
+    r"|false|between|glob|sounds[\s+]+like|sleep|benchmark|is[\s+]+not|is[\s+]+(?:not[\s+]+)?null"
+    r"|isnull|notnull|not[\s+]+null|collate|escape|div|mod"
+    r"|\w[\s+]+(?:not[\s+]+)?(?:r?like|regexp|match))\b"
+    r"|\b(?:or|and|xor|not|is)[\s+]*\(|\)[\s+]*(?:is|match|[+/%-])"
+    r"|\b(?:or|and|xor)[\s+]+[\w.]+[\s+]*\)",
     re.IGNORECASE,
 )
 # Fullwidth ASCII look-alikes ("＜script＞", "＇ or 1=1"): some back ends fold them
@@ -75,7 +78,9 @@ def classify_value(value: str, expected: ArgumentType | None) -> tuple[Finding, 
     )
     if _FULLWIDTH_RE.search(head):
         head = unicodedata.normalize("NFKC", head)
-    if _SQL_CANDIDATE_RE.search(head):
+    # A value that already broke its number type skips no SQLi check: the pre-filter
+    # only saves time on prose, and every gap in it was a miss ("1 or x like 1").
+    if findings or _SQL_CANDIDATE_RE.search(head):
         sqli = detect_sqli(head.lower())
         if sqli is not None:
             findings.append(Finding(EvidenceKind.SQLI, sqli + note))
