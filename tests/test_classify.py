@@ -299,6 +299,8 @@ def test_finding_is_frozen_with_slots() -> None:
         "1 or (1) notnull",
         "1 or (1) collate nocase",
         "-1 or 1 )",
+        "1 and 0x61646d696e LIKE 0x61646d696e",
+        "1 offset length(zeroblob(1000000000))",
     ],
 )
 def test_sqli_the_prefilter_used_to_skip(value: str) -> None:

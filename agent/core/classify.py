@@ -35,8 +35,8 @@ _SQL_CANDIDATE_RE: Final = re.compile(
     r"['\"`;#=<>|&@*]|--|/\*|\$\$|\w\(|\bin[\s+]*\(|\b(?:union|select|order\s+by|group\s+by|having"
     r"|waitfor|exec|execute|declare|drop|insert|update|delete|shutdown|procedure|into|true"
     r"|false|between|glob|sounds[\s+]+like|sleep|benchmark|is[\s+]+not|is[\s+]+(?:not[\s+]+)?null"
-    r"|isnull|notnull|not[\s+]+null|collate|escape|div|mod"
-    r"|\w[\s+]+(?:not[\s+]+)?(?:r?like|regexp|match))\b"
+    r"|isnull|notnull|not[\s+]+null|collate|escape|div|mod)\b"
+    r"|\w[\s+]+(?:not[\s+]+)?(?:r?like|regexp|match)\b"
     r"|\b(?:or|and|xor|not|is)[\s+]*\(|\)[\s+]*(?:is|match|[+/%-])"
     r"|\b(?:or|and|xor)[\s+]+[\w.]+[\s+]*\)",
     re.IGNORECASE,

@@ -91,7 +91,8 @@ DANGEROUS_FUNCS: Final = {
     **dict.fromkeys(
         ("sleep", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "benchmark",
          "dbms_pipe.receive_message", "receive_message", "dbms_lock.sleep",
-         "randomblob", "sleepeachrow", "dbms_session.sleep", "regexp_substring", "crypt_key"),
+         "randomblob", "zeroblob", "sleepeachrow", "dbms_session.sleep", "regexp_substring",
+         "crypt_key"),
         "time-based",
     ),
     **dict.fromkeys(
