@@ -376,3 +376,15 @@ def test_head_split_past_the_depth_is_an_anomaly() -> None:
     whole = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
     decision = core.decide(_segment(45013, later + 60_000, whole), meta)
     assert decision.verdict == Verdict.ACCEPT and not decision.anomalies
+
+
+def test_http09_request_is_inspected_and_its_headers_still_are() -> None:
+    core = default_core()
+    (line,) = _send_stream(core, b"GET /api/totals/last/1%20or%201=1\r\n", [], 45020)
+    assert {"sqli", "type_violation"} <= _reasons_kinds(line)
+    assert line.verdict == Verdict.FLAG and line.anomalies
+    _event_ok(line)
+    # A version-less line followed by headers: the headers are inspected when they come.
+    data = b"GET /x\r\nCookie: num=1'or'1'='1\r\n\r\n"
+    decisions = _send_stream(core, data, [8], 45021)
+    assert "sqli" in _reasons_kinds(decisions[-1])

@@ -301,3 +301,24 @@ def test_idle_only_between_requests() -> None:
     assert not stream.idle  # the next request has begun
     assert len(stream.feed(b"T /b HTTP/1.1\r\nHost: x\r\n\r\n")) == 1
     assert stream.idle
+
+
+def test_http09_request_line_is_offered_for_inspection_at_once() -> None:
+    # llhttp waits for a blank line; a server that takes HTTP/0.9 acts on the line alone.
+    stream = HttpRequestStream()
+    assert stream.feed(b"GET /api/totals/last/1%20or%201=1\r") == []
+    assert stream.head_pending() is None  # the line has not ended
+    assert stream.feed(b"\n") == []
+    view = stream.head_pending()
+    assert view is not None and view.target == "/api/totals/last/1%20or%201=1"
+    assert view.version == "0.9" and not view.complete
+    assert view.anomalies == ("unexpected_version: HTTP/0.9",)
+    # Headers after it: no longer the shape of HTTP/0.9; the whole request comes complete.
+    assert stream.feed(b"Cookie: a=b\r\n") == []
+    assert stream.head_pending() is None
+    [whole] = stream.feed(b"\r\n")
+    assert whole.header("cookie") == "a=b"
+    # A versioned request line never looks like one.
+    versioned = HttpRequestStream()
+    versioned.feed(b"GET / HTTP/1.1\r\n")
+    assert versioned.head_pending() is None

@@ -234,7 +234,8 @@ class DecisionCore:
             only = _BODY_ONLY if (not early and request.seq == state.early_seq) else None
             found, path = self.detector.request_reasons(request, only=only)
             reasons.extend(found)
-            if early:
+            if early and request.version != "0.9":
+                # (An HTTP/0.9 line's headers may still come: its head is not done.)
                 state.early_seq = request.seq
             for text in request.anomalies:
                 anomalies.append((AnomalyKind.HTTP_PARSE_ERROR, text))

@@ -300,6 +300,7 @@ class HttpRequestStream:
     __slots__ = (
         "_collector",
         "_finished",
+        "_last_byte",
         "_max_body",
         "_max_head",
         "_max_headers",
@@ -326,6 +327,7 @@ class HttpRequestStream:
         self._upgrade_body: list[bytes] = []
         self._upgrade_body_seen = 0
         self._upgrade_body_left = 0
+        self._last_byte = -1  # of the bytes fed so far
 
     @property
     def stopped(self) -> bool:
@@ -356,6 +358,8 @@ class HttpRequestStream:
     def feed(self, data: bytes) -> list[HttpRequest]:
         """Parse a chunk; return the requests it completed, in order (a failed one last)."""
         out: list[HttpRequest] = []
+        if data:
+            self._last_byte = data[-1]
         while data and not self._stopped:
             if self._upgrade_request is not None:
                 data = self._take_upgrade_body(data, out)
@@ -373,12 +377,31 @@ class HttpRequestStream:
         if self._upgrade_request is not None:
             return replace(self._upgrade_request, complete=False)
         collector = self._collector
-        if not collector.in_message or not collector.head_done:
+        if not collector.in_message:
             return None
+        if not collector.head_done:
+            return self._simple_request(collector)
         if collector.head_view is None:
             # Built once per request: callers ask after every chunk of a long body.
             collector.head_view = collector.build(complete=False, head_only=True)
         return collector.head_view
+
+    def _simple_request(self, collector: _Collector) -> HttpRequest | None:
+        """A request line without a version, ended, nothing after it: HTTP/0.9.
+
+        llhttp waits for a blank line, but a server that still takes HTTP/0.9
+        (nginx) acts on the line alone. Its headers may follow (HTTP/1.x
+        without a version), so this view does not replace the complete request.
+        """
+        if (
+            self._last_byte != 0x0A  # "\n": the line has ended
+            or not collector.url_parts
+            or collector.headers
+            or collector.parser.get_http_version() != "0.0"
+        ):
+            return None
+        view = collector.build(complete=False, head_only=True)
+        return replace(view, version="0.9", anomalies=(f"{UNEXPECTED_VERSION}: HTTP/0.9",))
 
     def finish(self) -> list[HttpRequest]:
         """End of inspection (depth or flow end): the request in progress, incomplete."""
