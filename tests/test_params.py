@@ -376,3 +376,13 @@ def test_bodies_in_charsets_that_hide_ascii_are_decoded() -> None:
         NO_ROUTES,
     )
     assert values(params, "num") == [("3", Where.BODY)]
+
+
+def test_cookies_split_at_commas_and_blanks_as_well() -> None:
+    # RFC 2109 / Python's http.cookies read `num` in both headers; ';' readers see `a`.
+    for header in ("a=b, num=1'--", "a=b num=1'--"):
+        params = extract_params(request("GET /c", Cookie=header), NO_ROUTES)
+        assert values(params, "num") == [("1'--", Where.COOKIE)], header
+        assert [p.value for p in params.by_name("a")] == [header[2:]]
+    params = extract_params(request("GET /c", Cookie="q=a b c; t=x,y"), NO_ROUTES)
+    assert [p.name for p in params] == ["q", "t"]

@@ -41,6 +41,7 @@ _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.){0,256})"\s*:\s*("(?:[^"\\]|\\.)*"|[^,
 # The lookbehind starts a name only at the start of a token: without it every
 # position inside a long `=`-less token rescans the token (quadratic; issue 8).
 _DISPOSITION_PARAM = re.compile(r'(?<![\w*-])([\w*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+_COOKIE_SEPARATORS = re.compile(r"[\s,]+")
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _JSON_TYPES = ("application/json", "text/json")
 # Charsets back ends decode bodies with that hide ASCII names and values from
@@ -226,6 +227,13 @@ def _cookies(request: HttpRequest, into: _Collector) -> None:
             name, _, cookie = piece.strip().partition("=")
             if name and not into.encoded(name, cookie.strip('"'), Where.COOKIE, False):
                 return
+            if "=" in cookie and ("," in cookie or " " in cookie):
+                # RFC 2109 and Python's http.cookies (Tornado) also split at commas
+                # and blanks: `a=b, num=1'` holds a cookie num for them.
+                for extra in _COOKIE_SEPARATORS.split(cookie)[1:]:
+                    name, sep, rest = extra.partition("=")
+                    if sep and name and not into.encoded(name, rest, Where.COOKIE, False):
+                        return
 
 
 def _media_type(request: HttpRequest) -> tuple[str, str]:
