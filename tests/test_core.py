@@ -388,3 +388,38 @@ def test_http09_request_is_inspected_and_its_headers_still_are() -> None:
     data = b"GET /x\r\nCookie: num=1'or'1'='1\r\n\r\n"
     decisions = _send_stream(core, data, [8], 45021)
     assert "sqli" in _reasons_kinds(decisions[-1])
+
+
+def _past_depth_run(parts: list[tuple[bytes, bool]], sport: int) -> list[Decision]:
+    """A keep-alive flow past the kernel depth: only (payload, queued=True) parts arrive."""
+    core = default_core()
+    seq = _handshake(core, sport)
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    core.decide(_segment(sport, seq, first), _meta())
+    position = seq + len(first) + 50_000
+    meta = PacketMeta(timestamp=1_700_000_000.0, past_depth=True)
+    decisions = []
+    for payload, queued in parts:
+        if queued:
+            decisions.append(core.decide(_segment(sport, position, payload), meta))
+        position += len(payload)
+    return decisions
+
+
+def test_past_depth_large_legit_head_is_not_an_anomaly() -> None:
+    head = b"GET /api/totals/last/5 HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 1800 + b"\r\n\r\n"
+    # A client writes its head at once: an MSS-sized segment, then a short last one.
+    decisions = _past_depth_run([(head[:1448], True), (head[1448:], True)], 47030)
+    assert all(d.verdict == Verdict.ACCEPT and not d.anomalies for d in decisions)
+
+
+def test_past_depth_head_split_around_a_bulk_segment_is_flagged() -> None:
+    # Short start (queued), a full-sized middle the kernel keeps, a short end (queued).
+    parts = [
+        (b"GET /api/totals/last/1", True),
+        (b"x" * 1448, False),
+        (b"%20or%201=1 HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    ]
+    decisions = _past_depth_run(parts, 47031)
+    assert all(d.verdict == Verdict.FLAG for d in decisions)
+    assert all(d.anomalies[0][0].value == "past_depth_fragment" for d in decisions)

@@ -37,6 +37,8 @@ TINY_SEGMENT_BYTES = 8
 DEFAULT_HTTP_PORTS = frozenset({80, 8000, 8080, 6862, 6870})
 _HEAD_PAST_DEPTH = "request head longer than the inspection depth: its end is not inspected"
 _HEAD_SPLIT_PAST_DEPTH = "request head split past the inspection depth: its rest is not inspected"
+# Payload of a segment the kernel takes for bulk past the depth (IP length >= 1200).
+_BULK_PAYLOAD_BYTES = 1100
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,11 @@ class _FlowState:
         self.accept: Decision | None = None
         # The stream hit the inspection depth inside one request: later bytes are unseen.
         self.exhausted = False
+
+
+def _in_head(flow: Flow) -> bool:
+    state = flow.inspector_state
+    return isinstance(state, _FlowState) and state.stream is not None and state.stream.in_head
 
 
 def _exhausted(flow: Flow) -> bool:
@@ -108,17 +115,18 @@ class DecisionCore:
             and (meta.past_depth or _exhausted(flow))
             and self.flows.is_ahead(flow, packet.seq)
         ):
-            # Past the depth only request starts (and tiny segments) arrive: restart the
-            # stream at a request start; a tiny non-start is an evasion-shaped anomaly.
+            # Past the depth only request starts and short segments arrive: restart the
+            # stream at a request start; after a gap inside a head (a full-sized segment
+            # the kernel kept) or a tiny non-start, the evasion shape is an anomaly.
             if starts_request(packet.payload):
                 self.flows.resync(flow, packet.seq)
                 flow.inspector_state = None
                 update = self.flows.feed(packet, meta.timestamp)
                 new_data = update.new_data
-            elif meta.past_depth and len(packet.payload) < TINY_SEGMENT_BYTES:
+            elif meta.past_depth and (len(packet.payload) < TINY_SEGMENT_BYTES or _in_head(flow)):
                 past_depth_anomaly = (
                     AnomalyKind.PAST_DEPTH_FRAGMENT,
-                    f"{len(packet.payload)}-byte segment past the inspection depth",
+                    f"{len(packet.payload)}-byte segment after a gap past the inspection depth",
                 )
         if (
             not new_data
@@ -210,9 +218,10 @@ class DecisionCore:
         if stream is None:
             stream = state.stream = HttpRequestStream(max_body=self.limits.inspect_depth)
         requests = stream.feed(data)
-        if past_depth and stream.in_head:
-            # Past the kernel's depth the rest of a head, in segments of 8 bytes or
-            # more, is never queued: what the server reads after this is unseen.
+        if past_depth and stream.in_head and len(data) < _BULK_PAYLOAD_BYTES:
+            # Past the kernel's depth a head's next full-sized segment is not queued. A
+            # client writes a head at once (MSS-sized segments, a short last one), so a
+            # short segment that leaves its head open is the shape of a split evasion.
             anomalies.append((AnomalyKind.PAST_DEPTH_FRAGMENT, _HEAD_SPLIT_PAST_DEPTH))
         if depth_reached:
             if stream.in_head:
