@@ -279,23 +279,20 @@ def _read_url(
         bundle.warn(f"{ind_id}: invalid url {url!r}")
         return
     if host:
+        # A URL's host is an address IOC when it is an IP literal, else a hostname IOC.
         network = _network(host)
-        if network is not None:
-            iocs.append(
-                _ioc(
-                    slug,
-                    len(iocs),
-                    network,
-                    None,
-                    actor=actor,
-                    confidence=confidence,
-                    source=source,
-                )
+        hostname = None if network is not None else host
+        iocs.append(
+            _ioc(
+                slug,
+                len(iocs),
+                network,
+                hostname,
+                actor=actor,
+                confidence=confidence,
+                source=source,
             )
-        else:
-            iocs.append(
-                _ioc(slug, len(iocs), None, host, actor=actor, confidence=confidence, source=source)
-            )
+        )
     if parts.path and parts.path != "/":
         ioas.append(
             IOA(

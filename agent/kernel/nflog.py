@@ -49,6 +49,7 @@ PACKET_HDR = struct.Struct("!HBx")
 TIMESTAMP = struct.Struct("!QQ")
 BE32 = struct.Struct("!I")
 PACKET_MSG_TYPE = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
+# netfilter hook numbers (NF_INET_*) as names, for NFLOG and NFQUEUE events.
 HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 DEFAULT_RCVBUF = 4 * 1024 * 1024
 ACK_TIMEOUT_S = 2.0

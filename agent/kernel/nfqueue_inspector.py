@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from netfilterqueue import NetfilterQueue, Packet
 
 from agent.core.decision import Decision, PacketMeta, Verdict
+from agent.kernel.nflog import HOOK_NAMES
 from agent.kernel.nfqueue_config import set_fail_open
-
-# netfilter hook numbers (NF_INET_*) as names for events.
-HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 
 Decide = Callable[[bytes, PacketMeta], Decision]
 OnDecision = Callable[[Decision, PacketMeta], None]
@@ -89,7 +87,7 @@ class QueueInspector:
             past_depth = bool(self.past_depth_mark and packet.get_mark() & self.past_depth_mark)
             meta = PacketMeta(
                 timestamp=timestamp,
-                hook=HOOK_NAMES.get(packet.hook, str(packet.hook)),
+                hook=HOOK_NAMES.get(packet.hook) or str(packet.hook),
                 queue=self.queue_num,
                 past_depth=past_depth,
             )

@@ -56,7 +56,6 @@ from agent.service.worker import (
 )
 from agent.wiring import build_detector
 
-_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "IPv6-ICMP"}
 WORKER_START_TIMEOUT = 10.0
 RELOAD_ACK_TIMEOUT = 10.0
 RESTORE_RETRY_SECONDS = 0.2
@@ -283,7 +282,7 @@ class Agent:
             return None
         verdict = Verdict.WOULD_DROP if state.settings.dry_run else Verdict.DROP
         flow = FlowKey(
-            _PROTO_NAMES.get(packet.proto, str(packet.proto)),
+            packet.proto_name,
             packet.src_text,
             packet.sport,
             packet.dst_text,
@@ -310,8 +309,14 @@ class Agent:
         settings = state.settings
 
         def emit(decision: Decision, meta: PacketMeta) -> None:
-            log_decision(self.log, decision, meta, source="nflog", mode=settings.mode,
-                         value_limit=settings.log.max_value_length)
+            log_decision(
+                self.log,
+                decision,
+                meta,
+                source="nflog",
+                mode=settings.mode,
+                value_limit=settings.log.max_value_length,
+            )
 
         if self._nflog_gate is None:
             self._nflog_gate = DecisionLog(self.log, emit, settings.log, source="nflog")
@@ -324,9 +329,15 @@ class Agent:
 
     def _agent_info(self, state: _State) -> AgentInfo:
         snapshot = state.snapshot
-        return AgentInfo(snapshot.intel_version, state.settings.mode, self.backend,
-                         len(snapshot.campaigns), snapshot.ioc_count, snapshot.ioa_count,
-                         tuple(state.settings.queue.nums))
+        return AgentInfo(
+            snapshot.intel_version,
+            state.settings.mode,
+            self.backend,
+            len(snapshot.campaigns),
+            snapshot.ioc_count,
+            snapshot.ioa_count,
+            tuple(state.settings.queue.nums),
+        )
 
     def _start_metrics(self, state: _State) -> None:
         self.metrics.kernel_counters = self._nft(state.settings).counters
@@ -337,8 +348,9 @@ class Agent:
             self.metrics.serve(state.settings.metrics)
         except OSError as exc:
             # Enforcement matters more than the dashboard: keep running, say so.
-            self.log.error("metrics_unavailable", listen=state.settings.metrics.listen,
-                           problem=str(exc))
+            self.log.error(
+                "metrics_unavailable", listen=state.settings.metrics.listen, problem=str(exc)
+            )
             return
         self.log.info("metrics_listening", listen=state.settings.metrics.listen)
 
@@ -483,15 +495,15 @@ class Agent:
             ack = None
             with contextlib.suppress(EOFError, OSError):
                 # Metrics deltas share the pipe: add them and keep waiting for the ack.
-                while ack is None and worker.control.poll(
-                    max(0.0, deadline - time.monotonic())
-                ):
+                while ack is None and worker.control.poll(max(0.0, deadline - time.monotonic())):
                     ack = self._read_worker_metrics(worker)
             if ack is None or ack[2] != intel_version:
                 # Killed, so the main loop restarts it on the new state: no worker
                 # may keep deciding on old intel.
                 self.log.error(
-                    "worker_reload_failed", queue=worker.queue_num, ack=repr(ack),
+                    "worker_reload_failed",
+                    queue=worker.queue_num,
+                    ack=repr(ack),
                     intel_version=intel_version,
                 )
                 worker.process.kill()
