@@ -38,6 +38,7 @@ from agent.kernel.nfqueue_config import read_queue_stats
 from agent.kernel.nft_batch import replace_set_contents
 from agent.kernel.nftables import NftablesAdapter, RulesetSpec, render_ruleset
 from agent.kernel.queue_backend import probe_queue_backend
+from agent.kernel.table_watch import TableGone, TableWatch
 from agent.kernel.xt_queue import XtQueueRules
 from agent.logsetup import get_logger
 from agent.service.decision_log import DecisionLog
@@ -45,7 +46,6 @@ from agent.service.logfile import LogSink
 from agent.service.metrics import AgentInfo, MetricsHub, is_metrics_message
 from agent.service.permissions import source_problems
 from agent.service.sdnotify import Notifier, watchdog_interval
-from agent.service.table_watch import TableGone, TableWatch
 from agent.service.worker import (
     ReloadMessage,
     ReopenLogMessage,
