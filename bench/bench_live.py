@@ -10,11 +10,15 @@ gateway namespace, forward hook only), repeated `--repeat` times (median):
   queue balance hashes the address pair), each replaying pre-built in-sequence
   TCP segments to port 80 (no handshake: conntrack picks the flows up; flushed
   before each run), in two mixes (MIXES): `requests`, one whole HTTP request
-  per segment (15,000 flows per sender), and `body`, an upload head then
-  500-byte body segments (5,000 flows per sender). Verdicted =
+  per segment (100 per keep-alive flow, 4,000 flows per sender), and `body`, an
+  upload head then 500-byte body segments (12,000 flows per sender). Verdicted =
   growth of `id_sequence` in /proc/net/netfilter/nfnetlink_queue of the
   gateway namespace; offered = what the senders sent. A drop rule in the
-  SERVER namespace discards the segments on arrival (no RST storm).
+  SERVER namespace discards the segments on arrival (no RST storm). Two
+  figures per consumer: flat out (senders overdrive the queue: fail-open lets
+  the excess through uninspected, which leaves holes in the streams the agent
+  reassembles), and kept up with (`--sustained`: paced senders, the highest
+  rate at which every offered segment is verdicted, found by bisection).
 - goodput: a bulk TCP transfer (default 200 MB) over port 8000 (an HTTP port
   the agent inspects) by a small streaming server of this script in the server
   namespace: download (server -> client) and upload (client -> server). Three
@@ -59,16 +63,17 @@ BULK_PORT = 8000
 SENDER_FIRST_PORTS = (1024, 16100)
 SENDER_PORT_RANGE = "1024-31099"
 # Traffic mixes for the pps runs: the payload of each segment of a flow, in order.
-# requests: every segment one whole request (the decision core's worst case), 40 per flow
-# (40 * 87 B stays under inspect_depth, 16 KiB, so all are queued);
+# requests: every segment one whole request on keep-alive connections, 100 per flow
+# (100 * 87 B stays under inspect_depth, 16 KiB, so all are queued), 4,000 flows per
+# sender: new flows are 1% of the segments, as on a gateway in steady state;
 # body: one upload head, then 500-byte body segments (what most queued bytes of an
-# upload are), 30 per flow.
+# upload are), 30 per flow. Enough segments for 3 s flat out.
 _GET = b"GET /api/totals/last/3 HTTP/1.1\r\nHost: lab\r\n\r\n"
 _POST = (b"POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Type: application/octet-stream\r\n"
          b"Content-Length: 1000000\r\n\r\n")
 MIXES: dict[str, tuple[list[bytes], int]] = {  # name -> (payloads, flows per sender)
-    "requests": ([_GET] * 40, 15000),
-    "body": ([_POST] + [b"\x5a" * 500] * 29, 5000),
+    "requests": ([_GET] * 100, 4000),
+    "body": ([_POST] + [b"\x5a" * 500] * 29, 12000),
 }
 THIS = Path(__file__).resolve()
 
@@ -126,8 +131,10 @@ def build_segments(sources: list[str], dst: str, first_port: int, flows: int,
     return segments
 
 
-def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds: float) -> None:
-    """Pinned to `cpu` (one sender per CPU); prints what it sent."""
+def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds: float,
+               rate: float = 0.0) -> None:
+    """Pinned to `cpu` (one sender per CPU); prints what it sent. `rate` > 0 paces the
+    sender to that many segments/s (in bursts of 256), else it sends flat out."""
     os.sched_setaffinity(0, {cpu})
     payloads, flows = MIXES[mix]
     # The queue balance hashes the address pair: 8 source addresses per sender (on the
@@ -150,6 +157,10 @@ def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds:
             except OSError:  # ENOBUFS under load: this segment was not offered
                 pass
         next_index += 256
+        if rate > 0:
+            ahead = started + next_index / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
     print(json.dumps({"sent": sent, "seconds": time.monotonic() - started}), flush=True)
 
 
@@ -299,7 +310,7 @@ class PpsResult:
     busiest_queue_share: float  # 1.0 with one queue; ~0.5 when the balance spreads flows
 
 
-def measure_pps(lab: Lab, seconds: float, mix: str) -> PpsResult:
+def measure_pps(lab: Lab, seconds: float, mix: str, rate: float = 0.0) -> PpsResult:
     """Start one sender per CPU at once; verdicts/s over the middle of the run."""
     # Fresh conntrack: flows of earlier runs (same 5-tuples) must not count against the depth.
     lab.gateway.run(["conntrack", "-F"], check=False)
@@ -307,7 +318,8 @@ def measure_pps(lab: Lab, seconds: float, mix: str) -> PpsResult:
     for cpu, first in enumerate(SENDER_FIRST_PORTS[: os.cpu_count() or 1]):
         senders.append(spawn_ready(lab.client, [
             str(THIS), "--sender", str(cpu), ADDR.client_v4, ADDR.server_v4, str(first),
-            mix, str(seconds)], stdin=True))
+            mix, str(seconds), str(rate / len(SENDER_FIRST_PORTS[: os.cpu_count() or 1]))],
+            stdin=True))
     for proc in senders:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -362,24 +374,49 @@ def install_ruleset_only(lab: Lab, config: Path) -> Callable[[], None]:
     return remove
 
 
-def pps_trivial(lab: Lab, config: Path, queues: list[int], seconds: float, mix: str) -> PpsResult:
+def pps_trivial(lab: Lab, config: Path, queues: list[int], seconds: float, mix: str,
+                rate: float = 0.0) -> PpsResult:
     remove = install_ruleset_only(lab, config)
     acceptors = [spawn_ready(lab.gateway, [str(THIS.parent / "bench_live_accept.py"), str(q)])
                  for q in queues]
     try:
-        return measure_pps(lab, seconds, mix)
+        return measure_pps(lab, seconds, mix, rate)
     finally:
         for proc in acceptors:
             stop_group(proc)
         remove()
 
 
-def pps_agent(lab: Lab, config: Path, seconds: float, workdir: Path, mix: str) -> PpsResult:
+def pps_agent(lab: Lab, config: Path, seconds: float, workdir: Path, mix: str,
+              rate: float = 0.0) -> PpsResult:
     agent = start_agent(lab, config, workdir / f"pps-{time.monotonic_ns()}.jsonl")
     try:
-        return measure_pps(lab, seconds, mix)
+        return measure_pps(lab, seconds, mix, rate)
     finally:
         stop_agent(agent)
+
+
+# A paced run "keeps up" when the consumer verdicts this share of what was offered: the
+# rest went past the queue (fail-open on overload), uninspected.
+KEEP_UP_SHARE = 0.98
+SEARCH_STEPS = 6
+SEARCH_SECONDS = 2.0
+
+
+def sustained_pps(trial: Callable[[float], PpsResult], high: float) -> tuple[float, PpsResult | None]:
+    """The highest offered rate (bisection in (0, high]) the consumer keeps up with: every
+    queued segment verdicted, none let past the queue. Overdriven, the queue overflows
+    and fail-open lets segments through uninspected; for a stateful inspector that also
+    leaves holes in the streams it reassembles, so the overdriven figure understates it."""
+    low, best = 0.0, None
+    for _ in range(SEARCH_STEPS):
+        rate = (low + high) / 2
+        result = trial(rate)
+        if result.offered_pps >= 0.9 * rate and result.verdicted_pps >= KEEP_UP_SHARE * result.offered_pps:
+            low, best = rate, result
+        else:
+            high = rate
+    return low, best
 
 
 def stop_agent(agent: RunningAgent) -> None:
@@ -440,6 +477,7 @@ def run_bench(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rf-bench-live-"))
     size = args.bulk_mb * 1_000_000
     pps: dict[str, list[PpsResult]] = {}
+    sustained: dict[str, tuple[float, PpsResult | None]] = {}
     bulk: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}
     with Lab() as lab:
@@ -447,7 +485,8 @@ def run_bench(args: argparse.Namespace) -> int:
             raise SystemExit(f"lab not isolated: {lab.isolation_problems()}")
         lab.start_server_app()
         drop_bench_segments_at_server(lab)
-        bulk_server = spawn_ready(lab.server, [str(THIS), "--bulk-server", str(BULK_PORT)])
+        bulk_server = None if args.skip_bulk else spawn_ready(
+            lab.server, [str(THIS), "--bulk-server", str(BULK_PORT)])
         configs = {n: write_config(workdir, list(range(n))) for n in (1, 2)}
         for rep in range(args.repeat):
             print(f"round {rep + 1}/{args.repeat} (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -457,6 +496,17 @@ def run_bench(args: argparse.Namespace) -> int:
                         pps_trivial(lab, config, list(range(n)), args.seconds, mix))
                     pps.setdefault(f"{mix} agent q{n}", []).append(
                         pps_agent(lab, config, args.seconds, workdir, mix))
+            for mix in MIXES if not args.skip_pps and rep == 0 and args.sustained else ():
+                for n, config in configs.items():
+                    high = 1.25 * median([r.verdicted_pps for r in pps[f"{mix} trivial q{n}"]])
+                    queues = list(range(n))
+                    for consumer in ("trivial", "agent"):
+                        def trial(rate: float, consumer: str = consumer, config: Path = config,
+                                  queues: list[int] = queues, mix: str = mix) -> PpsResult:
+                            if consumer == "trivial":
+                                return pps_trivial(lab, config, queues, SEARCH_SECONDS, mix, rate)
+                            return pps_agent(lab, config, SEARCH_SECONDS, workdir, mix, rate)
+                        sustained[f"{mix} {consumer} q{n}"] = sustained_pps(trial, high)
             # A-B-C-C-B-A, rotated each round: the machine's load drifts (neighbours), and a
             # mirrored order cancels a linear drift; the first setup after the pps runs varies.
             order = SETUPS[rep % len(SETUPS):] + SETUPS[:rep % len(SETUPS)]
@@ -476,18 +526,22 @@ def run_bench(args: argparse.Namespace) -> int:
                         stop_agent(agent)
                     if label == "conntrack":
                         conntrack_only(lab, False)
-        stop_group(bulk_server)
-    report(pps, bulk, lat, args)
+        if bulk_server is not None:
+            stop_group(bulk_server)
+    report(pps, bulk, lat, args, sustained)
     return 0
 
 
 def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
-           lat: dict[str, list[float]], args: argparse.Namespace) -> None:
+           lat: dict[str, list[float]], args: argparse.Namespace,
+           sustained: dict[str, tuple[float, PpsResult | None]] | None = None) -> None:
     print(f"\nmachine: {os.cpu_count()} CPUs, kernel {os.uname().release}, "
           f"Python {sys.version.split()[0]}; median of {args.repeat} rounds "
           "(goodput, latency: of 2 visits per round)")
     if pps:
         report_pps(pps, args)
+    if sustained:
+        report_sustained(sustained)
     if not bulk:
         return
     print(f"\nbulk goodput, {args.bulk_mb} MB over port {BULK_PORT} (MB/s, best of "
@@ -505,6 +559,26 @@ def report(pps: dict[str, list[PpsResult]], bulk: dict[str, list[float]],
         cells = [median(lat[f"{kind} {label} {q}"]) * 1000
                  for q in ("p50", "p99") for label in SETUPS]
         print(f"{kind:<12}" + "".join(f"{c:>16.2f}" for c in cells))
+
+
+def report_sustained(sustained: dict[str, tuple[float, PpsResult | None]]) -> None:
+    print(f"\nNFQUEUE packets/s kept up with (paced senders, bisection in {SEARCH_STEPS} steps of "
+          f"{SEARCH_SECONDS:g} s; kept up = at least {KEEP_UP_SHARE:.0%} of offered segments "
+          "verdicted, none past the queue)")
+    print(f"{'mix':<9}{'consumer':<12}{'rate':>10}{'verdicted/s':>12}{'vs trivial':>11}"
+          f"{'per CPU-s':>11}{'vs trivial':>11}")
+    for mix in MIXES:
+        for n in (1, 2):
+            _, base = sustained.get(f"{mix} trivial q{n}", (0.0, None))
+            for consumer in ("trivial", "agent"):
+                rate, result = sustained.get(f"{mix} {consumer} q{n}", (0.0, None))
+                if result is None or base is None:
+                    print(f"{mix:<9}{consumer + ' q' + str(n):<12}{'none kept up':>22}")
+                    continue
+                print(f"{mix:<9}{consumer + ' q' + str(n):<12}{rate:>10,.0f}"
+                      f"{result.verdicted_pps:>12,.0f}{result.verdicted_pps / base.verdicted_pps:>10.2f}x"
+                      f"{result.per_cpu_second:>11,.0f}"
+                      f"{result.per_cpu_second / base.per_cpu_second:>10.2f}x")
 
 
 def report_pps(pps: dict[str, list[PpsResult]], args: argparse.Namespace) -> None:
@@ -537,14 +611,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--skip-pps", action="store_true", help="goodput and latency only")
     parser.add_argument("--skip-bulk", action="store_true", help="packets/s only")
-    parser.add_argument("--sender", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument("--sustained", action=argparse.BooleanOptionalAction, default=True,
+                        help="also search the highest rate each consumer keeps up with (round 1)")
+    parser.add_argument("--sender", nargs=7, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--bulk-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bulk-client", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--latency-client", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sender:
-        cpu, src, dst, first, mix, seconds = args.sender
-        run_sender(int(cpu), src, dst, int(first), mix, float(seconds))
+        cpu, src, dst, first, mix, seconds, rate = args.sender
+        run_sender(int(cpu), src, dst, int(first), mix, float(seconds), float(rate))
         return 0
     if args.bulk_server:
         run_bulk_server(args.bulk_server)

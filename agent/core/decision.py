@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from agent.intel.model import Action, Confidence, EvidenceKind
 
@@ -34,9 +35,11 @@ class Where(StrEnum):
     STREAM = "stream"
 
 
-@dataclass(frozen=True, slots=True)
-class PacketMeta:
-    """What the capture end knows about a packet besides its bytes."""
+class PacketMeta(NamedTuple):
+    """What the capture end knows about a packet besides its bytes.
+
+    A NamedTuple, not a frozen dataclass: one is built per queued packet, and a
+    tuple builds in a third of the time (immutable all the same)."""
 
     timestamp: float
     hook: str = "forward"

@@ -161,6 +161,35 @@ class Detector:
             (hit.campaign, hit.ioa) for hit in snapshot.ioas(IOAType.PATTERN)
         )
 
+    def lane_screen(
+        self,
+    ) -> tuple[list[bytes], list[bytes], list[tuple[list[bytes], list[int]]]] | None:
+        """What the core's fast lane (engine.py, _lane.c) must know to pass a request as
+        matching nothing: every IOA path key, every watched argument name, and the route
+        templates with a watched capture (segments, kinds: 0 literal, 1 capture, 2 watched).
+
+        None when the intel has something the lane does not screen (hostnames, input
+        values, patterns): then every request goes through the Python path.
+        """
+        if self.has_hostnames or self._values is not None or self._patterns is not None:
+            return None
+        keys = [str(key).encode() for key in self._paths] if self._paths else []
+        names = [name.encode() for name in self._arguments]
+        routes: list[tuple[list[bytes], list[int]]] = []
+        for template in self.routes.templates:
+            trimmed = template.split("?", 1)[0].strip("/")
+            segments = trimmed.split("/") if trimmed else []
+            kinds = []
+            for segment in segments:
+                if len(segment) > 2 and segment[0] == "{" and segment[-1] == "}":
+                    watched = segment[1:-1].strip().lower() in self._arguments
+                    kinds.append(2 if watched else 1)
+                else:
+                    kinds.append(0)
+            if 2 in kinds:
+                routes.append(([s.lower().encode() for s in segments], kinds))
+        return keys, names, routes
+
     # -- building -------------------------------------------------------------------------
 
     @staticmethod

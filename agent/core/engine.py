@@ -8,7 +8,9 @@ without losing flows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from agent.core.decision import (
     AnomalyKind,
@@ -20,12 +22,17 @@ from agent.core.decision import (
     Verdict,
     Where,
 )
-from agent.core.decode import DecodeFailure, decode_ip
+from agent.core.decode import DecodeFailure, Packet, decode_ip
 from agent.core.detector import Detector
 from agent.core.flows import Flow, FlowTable
 from agent.core.http import HttpRequestStream, starts_request
 from agent.core.tlsdns import dns_query_name, tls_client_hello_sni
 from agent.intel.model import Action, EvidenceKind
+
+try:  # The fast lane is C (_lane.c); without it every packet takes the Python path.
+    from agent.core._lane import Lane
+except ImportError:  # pragma: no cover - a build without the extension
+    Lane = None  # type: ignore[assignment,misc]
 
 _TCP = 6
 _UDP = 17
@@ -47,6 +54,8 @@ class CoreLimits:
     inspect_depth: int = 16384
     max_flows: int = 65536
     idle_timeout: float = 120.0
+    # Idle keep-alive HTTP flows go through the C fast lane (see _admit): same decisions.
+    fast_lane: bool = True
 
 
 class _FlowState:
@@ -57,7 +66,7 @@ class _FlowState:
     (and intel version), so it is built once and shared instead of once per packet.
     """
 
-    __slots__ = ("accept", "early_seq", "exhausted", "stream")
+    __slots__ = ("accept", "early_seq", "exhausted", "lane_key", "stream")
 
     def __init__(self) -> None:
         self.stream: HttpRequestStream | None = None
@@ -65,6 +74,7 @@ class _FlowState:
         self.accept: Decision | None = None
         # The stream hit the inspection depth inside one request: later bytes are unseen.
         self.exhausted = False
+        self.lane_key: bytes | None = None  # the flow's key in the fast lane, once admitted
 
 
 def _in_head(flow: Flow) -> bool:
@@ -77,6 +87,19 @@ def _exhausted(flow: Flow) -> bool:
     return isinstance(state, _FlowState) and state.exhausted
 
 
+def _lane_forgetter(lane: Lane) -> Callable[[Flow], None]:
+    """The flow table's `on_forget`: a flow that leaves the table leaves the lane. (A
+    closure over the lane, not a method: the core stays free of reference cycles.)"""
+
+    def forget(flow: Flow) -> None:
+        state = flow.inspector_state
+        if isinstance(state, _FlowState) and state.lane_key is not None:
+            lane.discard(state.lane_key)
+            state.lane_key = None
+
+    return forget
+
+
 class DecisionCore:
     def __init__(self, detector: Detector, limits: CoreLimits | None = None) -> None:
         self.detector = detector
@@ -87,14 +110,38 @@ class DecisionCore:
             depth=self.limits.inspect_depth,
             server_ports=self.limits.http_ports,
         )
+        self.lane: Lane | None = None
+        if Lane is not None and self.limits.fast_lane:
+            self.lane = Lane(self.limits.inspect_depth)
+            self.flows.on_forget = _lane_forgetter(self.lane)
+            self._configure_lane()
 
     def swap_detector(self, detector: Detector) -> None:
-        """Switch to new intel; flows in progress keep their state."""
+        """Switch to new intel; flows in progress keep their state (the lane starts empty)."""
         self.detector = detector
+        self._configure_lane()
+
+    def _configure_lane(self) -> None:
+        lane = self.lane
+        if lane is None:
+            return
+        screen = self.detector.lane_screen()
+        if screen is None:
+            lane.disable()
+        else:
+            lane.configure(*screen)
 
     # -- the one entry point ---------------------------------------------------------------
 
     def decide(self, data: bytes, meta: PacketMeta) -> Decision:
+        lane = self.lane
+        if lane is not None:
+            # A client segment of an admitted idle keep-alive flow holding one simple
+            # request that matches nothing: accepted in C. Anything else: None, and the
+            # flow is handed back to the Python path below, consistently.
+            fast = lane.screen(data, meta.timestamp, meta.past_depth)
+            if fast is not None:
+                return cast(Decision, fast)
         detector = self.detector
         packet = decode_ip(data)
         if isinstance(packet, DecodeFailure):
@@ -181,8 +228,46 @@ class DecisionCore:
                 reasons.extend(detector.hostname_reasons(qname, Where.DNS))
         if not reasons and not anomalies and http_info is None:
             return self._plain_accept(flow)
+        if lane is not None and http_info is not None and not reasons and not anomalies:
+            self._admit(lane, data, packet, flow, meta)
         return self._finish(
             reasons, flow, update.to_server, http_info, anomalies, already_blocked=False
+        )
+
+    def _admit(self, lane: Lane, data: bytes, packet: Packet, flow: Flow, meta: PacketMeta) -> None:
+        """Hand an idle keep-alive HTTP flow to the fast lane, at its next client byte.
+
+        Only when the Python stream is exactly where a fresh one would be: every byte so
+        far was a complete request that matched nothing, no bytes are held, the flow is
+        open, not blocked, not past the depth, to no IOC address.
+        """
+        state = flow.inspector_state
+        stream = flow.stream
+        if (
+            meta.past_depth
+            or flow.blocked
+            or flow.closed
+            or flow.client_fin
+            or flow.server_fin
+            or not isinstance(state, _FlowState)
+            or state.exhausted
+            or state.stream is None
+            or not state.stream.idle
+            or not state.stream.keeps_alive
+            or stream is None
+            or stream.base is None
+            or stream.data
+            or stream.held is not None
+            or self.detector.snapshot.match_address(packet.src)
+            or self.detector.snapshot.match_address(packet.dst)
+        ):
+            return
+        recency = self.flows.recency(packet, flow)
+        if recency is None:
+            return
+        active, lookup = recency
+        state.lane_key = lane.admit(
+            data, stream.base, flow, self._plain_accept(flow), active, lookup
         )
 
     def _plain_accept(self, flow: Flow) -> Decision:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.core.decision import AnomalyKind, FlowKey
@@ -237,6 +238,8 @@ class FlowTable:
         self._closing: OrderedDict[_FlowLookup, Flow] = OrderedDict()
         self._next_id = 1
         self._next_expiry = float("inf")
+        # Called with every flow that leaves the table (the core's fast lane forgets it).
+        self.on_forget: Callable[[Flow], None] | None = None
 
     def __len__(self) -> int:
         return len(self._active) + len(self._closing)
@@ -481,6 +484,22 @@ class FlowTable:
         """Account for the buffers of a flow that left the table."""
         if flow.stream is not None:
             self.buffered_bytes -= flow.stream.footprint()
+        if self.on_forget is not None:
+            self.on_forget(flow)
+
+    def recency(
+        self, pkt: Packet, flow: Flow
+    ) -> tuple[OrderedDict[_FlowLookup, Flow], _FlowLookup] | None:
+        """(the active flows by recency, `flow`'s key there) when `pkt` belongs to active `flow`:
+        lets the fast lane touch a flow as `feed` would (`move_to_end`)."""
+        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        if src < dst or (src == dst and sport <= dport):
+            lookup = (pkt.proto, src, sport, dst, dport)
+        else:
+            lookup = (pkt.proto, dst, dport, src, sport)
+        if self._active.get(lookup) is not flow:
+            return None
+        return self._active, lookup
 
     def _shed(self, keep: Flow) -> None:
         """Over the memory budget: evict flows, closing then least recently seen, not `keep`."""

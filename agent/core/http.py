@@ -92,6 +92,7 @@ class _Collector:
         "head_view",
         "headers",
         "in_message",
+        "keep_alive",
         "max_body",
         "max_head",
         "max_headers",
@@ -110,6 +111,7 @@ class _Collector:
         self.max_headers = max_headers
         self.completed: list[HttpRequest] = []
         self.stop_reason: str | None = None
+        self.keep_alive = True  # whether llhttp takes a request after the last complete one
         self.parser = httptools.HttpRequestParser(self)
         self._reset()
 
@@ -166,6 +168,8 @@ class _Collector:
     def on_message_complete(self) -> None:
         self.completed.append(self.build(complete=True))
         self.in_message = False
+        # Read here: llhttp clears the flags it answers from once the message is done.
+        self.keep_alive = bool(self.parser.should_keep_alive())
 
     # --- building ---------------------------------------------------------
     def build(
@@ -343,6 +347,11 @@ class HttpRequestStream:
             and not self._tunnel
             and not self._collector.in_message
         )
+
+    @property
+    def keeps_alive(self) -> bool:
+        """True when llhttp takes another request after the last one (no `Connection: close`)."""
+        return self._collector.keep_alive
 
     @property
     def in_head(self) -> bool:

@@ -19,6 +19,8 @@ from agent.kernel.nflog import HOOK_NAMES
 from agent.kernel.nfqueue_config import set_fail_open
 
 Decide = Callable[[bytes, PacketMeta], Decision]
+_ACCEPT = Verdict.ACCEPT
+_ACCEPT_VALUE = Verdict.ACCEPT.value
 OnDecision = Callable[[Decision, PacketMeta], None]
 OnError = Callable[[BaseException], None]
 
@@ -31,6 +33,15 @@ class QueueCounters:
     flows_blocked: int = 0
     errors: int = 0
     by_verdict: dict[str, int] = field(default_factory=dict)
+    # Plain accepts (most packets) are counted here, apart: see verdict_counts().
+    plain_accepts: int = 0
+
+    def verdict_counts(self) -> dict[str, int]:
+        """Packets by verdict value."""
+        counts = dict(self.by_verdict)
+        if self.plain_accepts:
+            counts[_ACCEPT_VALUE] = counts.get(_ACCEPT_VALUE, 0) + self.plain_accepts
+        return counts
 
 
 class QueueInspector:
@@ -83,16 +94,22 @@ class QueueInspector:
         counters = self.counters
         counters.packets += 1
         try:
-            timestamp = packet.get_timestamp() or time.time()
-            past_depth = bool(self.past_depth_mark and packet.get_mark() & self.past_depth_mark)
+            # Positional: this runs once per queued packet (timestamp, hook, packet_no,
+            # queue, past_depth).
             meta = PacketMeta(
-                timestamp=timestamp,
-                hook=HOOK_NAMES.get(packet.hook) or str(packet.hook),
-                queue=self.queue_num,
-                past_depth=past_depth,
+                packet.get_timestamp() or time.time(),
+                HOOK_NAMES.get(packet.hook) or str(packet.hook),
+                None,
+                self.queue_num,
+                bool(packet.get_mark() & self.past_depth_mark),
             )
             decision = self.decide(packet.get_payload(), meta)
             verdict = decision.verdict
+            if verdict is _ACCEPT and not decision.is_notable:
+                packet.accept()  # most packets: nothing to count by verdict or to log
+                counters.accepted += 1
+                counters.plain_accepts += 1
+                return
             counters.by_verdict[verdict.value] = counters.by_verdict.get(verdict.value, 0) + 1
             if verdict == Verdict.DROP:
                 if decision.block_flow:

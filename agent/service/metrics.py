@@ -72,7 +72,8 @@ class MetricsDelta:
 class _QueueCountersLike(Protocol):
     errors: int
     flows_blocked: int
-    by_verdict: dict[str, int]
+
+    def verdict_counts(self) -> dict[str, int]: ...
 
 
 class _FlowTableLike(Protocol):
@@ -159,7 +160,7 @@ class WorkerTally:
             decode_failures=self.decode_failures,
             anomalies=self.anomalies,
             log_outcomes=self._dict_delta(log_outcomes, self._last_log),
-            packets=self._dict_delta(counters.by_verdict, self._last_packets),
+            packets=self._dict_delta(counters.verdict_counts(), self._last_packets),
             errors=self._since_last("errors", counters.errors),
             flows_blocked=self._since_last("flows_blocked", counters.flows_blocked),
             evictions=self._since_last("evictions", flows.evictions),
