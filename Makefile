@@ -21,7 +21,8 @@ deps: .deps-stamp
 	@touch $@
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml | .deps-stamp
+# setup.py and _lane.c: the fast lane is compiled at install (editable: in place).
+$(VENV)/.installed: pyproject.toml setup.py agent/core/_lane.c | .deps-stamp
 	test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
