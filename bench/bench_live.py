@@ -40,6 +40,7 @@ Internal modes (run inside a namespace by the bench itself): --sender, --bulk-se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -73,9 +74,17 @@ _POST = (b"POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Type: application/octet
          b"Content-Length: 1000000\r\n\r\n")
 MIXES: dict[str, tuple[list[bytes], int]] = {  # name -> (payloads, flows per sender)
     "requests": ([_GET] * 100, 4000),
-    "body": ([_POST] + [b"\x5a" * 500] * 29, 12000),
+    "body": ([_POST] + [b"\x5a" * 500] * 29, 6000),
 }
 THIS = Path(__file__).resolve()
+# Each sender first opens its flows (the first segment of each) at this rate, before the
+# measured window: a gateway's connections open over time. 8,000 new flows in a tenth
+# of a second would measure a connection burst, not the steady state.
+WARMUP_PER_SENDER = 5000.0
+
+
+def warmup_seconds(mix: str) -> float:
+    return MIXES[mix][1] / WARMUP_PER_SENDER
 
 
 # ---------------------------------------------------------------- in-namespace modes
@@ -145,10 +154,22 @@ def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds:
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     print("READY", flush=True)
     sys.stdin.readline()  # the bench starts every sender at once
-    sent = next_index = 0
+    target = (dst, 0)
+    opened = time.monotonic()
+    for index, segment in enumerate(segments[:flows]):  # the first round: opens each flow
+        with contextlib.suppress(OSError):
+            sock.sendto(segment, target)
+        if index % 64 == 63:
+            ahead = opened + index / WARMUP_PER_SENDER - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    ahead = opened + warmup_seconds(mix) - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
+    sent = 0
+    next_index = flows
     started = time.monotonic()
     end = started + seconds
-    target = (dst, 0)
     while next_index < len(segments) and time.monotonic() < end:
         for segment in segments[next_index:next_index + 256]:
             try:
@@ -158,7 +179,7 @@ def run_sender(cpu: int, src: str, dst: str, first_port: int, mix: str, seconds:
                 pass
         next_index += 256
         if rate > 0:
-            ahead = started + next_index / rate - time.monotonic()
+            ahead = started + (next_index - flows) / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
     print(json.dumps({"sent": sent, "seconds": time.monotonic() - started}), flush=True)
@@ -324,7 +345,7 @@ def measure_pps(lab: Lab, seconds: float, mix: str, rate: float = 0.0) -> PpsRes
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    time.sleep(seconds * 0.2)
+    time.sleep(warmup_seconds(mix) + seconds * 0.2)
     cpu0 = consumer_cpu_seconds(lab.gateway)
     before, t0 = queue_sequences(lab.gateway), time.monotonic()
     time.sleep(seconds * 0.6)
@@ -332,7 +353,7 @@ def measure_pps(lab: Lab, seconds: float, mix: str, rate: float = 0.0) -> PpsRes
     consumer_cpu = consumer_cpu_seconds(lab.gateway) - cpu0
     sent = 0.0
     for proc in senders:
-        out, _ = proc.communicate(timeout=seconds + 30.0)
+        out, _ = proc.communicate(timeout=warmup_seconds(mix) + seconds + 30.0)
         report = json.loads(out.strip().splitlines()[-1])
         sent += report["sent"] / report["seconds"]
     per_queue = [after.get(q, 0) - before.get(q, 0) for q in after]

@@ -71,6 +71,8 @@ typedef struct {
     unsigned long long hits;
     unsigned long long handoffs;
     unsigned long long admitted;
+    /* why flows were handed back */
+    unsigned long long back_order, back_request, back_table;
 } Lane;
 
 static PyTypeObject EntryType;
@@ -608,9 +610,14 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
     Py_INCREF(entry);
     PyObject *result = Py_None;
     int past_depth = PyObject_IsTrue(args[2]);
-    int clean = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && seg.seq == entry->next_seq &&
-                seg.payload_len < self->depth &&
-                (seg.payload_len == 0 || request_clean(&self->screen, seg.payload, seg.payload_len));
+    int clean = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && seg.seq == entry->next_seq;
+    if (!clean) {
+        self->back_order++; /* past the depth, a FIN/RST/SYN, a gap or a retransmission */
+    } else if (seg.payload_len >= self->depth ||
+               (seg.payload_len > 0 && !request_clean(&self->screen, seg.payload, seg.payload_len))) {
+        clean = 0;
+        self->back_request++;
+    }
     if (clean) {
         /* Keep the flow table's view as the Python path would: last seen, recency. */
         PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
@@ -618,6 +625,7 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
             Py_XDECREF(moved);
             PyErr_Clear(); /* the flow left the table: Python decides */
             clean = 0;
+            self->back_table++;
         } else {
             Py_DECREF(moved);
         }
@@ -636,8 +644,10 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *Lane_stats(Lane *self, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:K,s:K,s:K,s:n}", "hits", self->hits, "handoffs", self->handoffs,
-                         "admitted", self->admitted, "flows", PyDict_GET_SIZE(self->entries));
+    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
+                         self->handoffs, "admitted", self->admitted, "flows",
+                         PyDict_GET_SIZE(self->entries), "back_order", self->back_order,
+                         "back_request", self->back_request, "back_table", self->back_table);
 }
 
 /* request_clean(payload) -> bool: the screen alone, for tests. */

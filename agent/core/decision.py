@@ -130,6 +130,9 @@ class AnomalyKind(StrEnum):
     # A short segment past the inspection depth that does not start a request: the
     # shape of a request line split to slip past what the kernel still queues.
     PAST_DEPTH_FRAGMENT = "past_depth_fragment"
+    # Bytes that arrived out of order inside a gap the stream was resynchronized over
+    # (a request after a hole is inspected at once; the hole's bytes only in order).
+    STREAM_GAP = "stream_gap"
 
 
 @dataclass(frozen=True, slots=True)

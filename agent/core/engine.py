@@ -46,6 +46,27 @@ _HEAD_PAST_DEPTH = "request head longer than the inspection depth: its end is no
 _HEAD_SPLIT_PAST_DEPTH = "request head split past the inspection depth: its rest is not inspected"
 # Payload of a segment the kernel takes for bulk past the depth (IP length >= 1200).
 _BULK_PAYLOAD_BYTES = 1100
+# Holes a flow's stream may be resynchronized over while their bytes are still awaited.
+MAX_OPEN_GAPS = 4
+_SEQ_MASK = 0xFFFFFFFF
+_SEQ_HALF = 0x80000000
+_GAP_OUT_OF_ORDER = "segment out of order inside a hole the stream moved past: not inspected"
+
+
+class _Gap:
+    """Client bytes [next, end) the stream skipped: a request started after a hole (a
+    segment the queue let past on overload, a reordering). Its bytes, should they come,
+    are parsed on a stream of their own, in order, so skipping never hides a request."""
+
+    __slots__ = ("early_seq", "end", "max_body", "next", "stream")
+
+    def __init__(self, start: int, end: int, max_body: int) -> None:
+        self.next = start
+        self.end = end
+        self.max_body = max_body
+        # Built when the hole's first byte comes: most holes never fill (overload).
+        self.stream: HttpRequestStream | None = None
+        self.early_seq = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +87,7 @@ class _FlowState:
     (and intel version), so it is built once and shared instead of once per packet.
     """
 
-    __slots__ = ("accept", "early_seq", "exhausted", "lane_key", "stream")
+    __slots__ = ("accept", "early_seq", "exhausted", "gaps", "lane_key", "stream")
 
     def __init__(self) -> None:
         self.stream: HttpRequestStream | None = None
@@ -75,6 +96,7 @@ class _FlowState:
         # The stream hit the inspection depth inside one request: later bytes are unseen.
         self.exhausted = False
         self.lane_key: bytes | None = None  # the flow's key in the fast lane, once admitted
+        self.gaps: list[_Gap] = []
 
 
 def _in_head(flow: Flow) -> bool:
@@ -85,6 +107,17 @@ def _in_head(flow: Flow) -> bool:
 def _exhausted(flow: Flow) -> bool:
     state = flow.inspector_state
     return isinstance(state, _FlowState) and state.exhausted
+
+
+def _between_requests(flow: Flow) -> bool:
+    """Every client byte delivered so far was part of a complete request (or none came)."""
+    state = flow.inspector_state
+    stream = flow.stream
+    if stream is None or stream.data:
+        return False
+    if not isinstance(state, _FlowState):
+        return True
+    return not state.exhausted and (state.stream is None or state.stream.idle)
 
 
 def _lane_forgetter(lane: Lane) -> Callable[[Flow], None]:
@@ -154,6 +187,44 @@ class DecisionCore:
         flow = update.flow
         new_data = update.new_data
         past_depth_anomaly: tuple[AnomalyKind, str] | None = None
+        gap_info: HttpInfo | None = None
+        gap_reasons: list[Reason] = []
+        gap_anomalies: list[tuple[AnomalyKind, str]] = []
+        if (
+            not new_data
+            and packet.payload
+            and packet.proto == _TCP
+            and update.to_server
+            and isinstance(flow.inspector_state, _FlowState)
+            and flow.inspector_state.gaps
+        ):
+            gap_info = self._fill_gap(
+                flow.inspector_state, packet.seq, packet.payload, gap_reasons, gap_anomalies
+            )
+        if (
+            not new_data
+            and packet.payload
+            and packet.proto == _TCP
+            and update.to_server
+            and not meta.past_depth
+            and flow.key.dest_port in self.limits.http_ports
+            and self.flows.is_ahead(flow, packet.seq)
+            and starts_request(packet.payload)
+            and _between_requests(flow)
+        ):
+            # A request after a hole, between requests: the hole may never fill (a segment
+            # the queue let past on overload), so inspect from here and await the hole's
+            # bytes on a stream of their own.
+            state = flow.inspector_state
+            if not isinstance(state, _FlowState):
+                state = flow.inspector_state = _FlowState()
+            expected = self.flows.expected_seq(flow)
+            if expected is not None and len(state.gaps) < MAX_OPEN_GAPS:
+                # The flow's parser is between requests: it goes on at the new request.
+                state.gaps.append(_Gap(expected, packet.seq, self.limits.inspect_depth))
+                self.flows.resync(flow, packet.seq)
+                update = self.flows.feed(packet, meta.timestamp)
+                new_data = update.new_data
         if (
             not new_data
             and packet.payload
@@ -180,6 +251,8 @@ class DecisionCore:
             and not address_hit
             and not update.anomalies
             and past_depth_anomaly is None
+            and gap_info is None
+            and not gap_anomalies
             and not flow.blocked
             and (
                 packet.proto != _UDP
@@ -191,10 +264,11 @@ class DecisionCore:
             # The common case (ACKs, server->client data, non-DNS datagrams): nothing to inspect.
             return self._plain_accept(flow)
         reasons = detector.address_reasons(packet) if address_hit else []
-        anomalies = list(update.anomalies)
+        reasons.extend(gap_reasons)
+        anomalies = list(update.anomalies) + gap_anomalies
         if past_depth_anomaly is not None:
             anomalies.append(past_depth_anomaly)
-        http_info: HttpInfo | None = None
+        http_info: HttpInfo | None = gap_info
 
         if flow.blocked:
             return self._finish(
@@ -269,6 +343,54 @@ class DecisionCore:
         state.lane_key = lane.admit(
             data, stream.base, flow, self._plain_accept(flow), active, lookup
         )
+
+    def _fill_gap(
+        self,
+        state: _FlowState,
+        seq: int,
+        payload: bytes,
+        reasons: list[Reason],
+        anomalies: list[tuple[AnomalyKind, str]],
+    ) -> HttpInfo | None:
+        """Bytes behind the stream: those of an open gap are parsed in order on its stream."""
+        for gap in state.gaps:
+            left = (gap.end - gap.next) & _SEQ_MASK
+            offset = (seq - gap.next) & _SEQ_MASK
+            if offset >= _SEQ_HALF:
+                # Starts before the gap's next byte: only its unseen tail counts.
+                skip = (gap.next - seq) & _SEQ_MASK
+                if skip >= len(payload):
+                    continue
+                payload, seq, offset = payload[skip:], gap.next, 0
+            if offset >= left:
+                continue  # not this gap
+            if offset:
+                anomalies.append((AnomalyKind.STREAM_GAP, _GAP_OUT_OF_ORDER))
+                return None
+            data = payload[:left]
+            gap.next = (gap.next + len(data)) & _SEQ_MASK
+            stream = gap.stream
+            if stream is None:
+                stream = gap.stream = HttpRequestStream(max_body=gap.max_body)
+            requests = stream.feed(data)
+            if gap.next == gap.end:
+                requests.extend(stream.finish())
+                state.gaps.remove(gap)
+            pending = stream.head_pending() if gap in state.gaps else None
+            if pending is not None and pending.seq > gap.early_seq:
+                requests.append(pending)  # a head now, before its body
+            info: HttpInfo | None = None
+            for request in requests:
+                early = request is pending
+                only = _BODY_ONLY if (not early and request.seq == gap.early_seq) else None
+                found, path = self.detector.request_reasons(request, only=only)
+                reasons.extend(found)
+                if early:
+                    gap.early_seq = request.seq
+                anomalies.extend((AnomalyKind.HTTP_PARSE_ERROR, a) for a in request.anomalies)
+                info = HttpInfo(request.method, request.host, request.target, path)
+            return info
+        return None
 
     def _plain_accept(self, flow: Flow) -> Decision:
         """ACCEPT with the flow's key and id, nothing else: what `_finish` gives when nothing

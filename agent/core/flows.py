@@ -383,6 +383,13 @@ class FlowTable:
         stream.beyond_depth = stream.depth_reported = False
         self.buffered_bytes += stream.footprint() - before
 
+    def expected_seq(self, flow: Flow) -> int | None:
+        """Sequence number of the next contiguous client byte, once the stream start is known."""
+        stream = flow.stream
+        if stream is None or stream.base is None:
+            return None
+        return (stream.base + len(stream.data)) & _SEQ_MASK
+
     def is_ahead(self, flow: Flow, seq: int) -> bool:
         """True when `seq` lies beyond the next expected client byte (a gap before it)."""
         stream = flow.stream
