@@ -94,7 +94,7 @@ def test_open_holes_are_bounded() -> None:
     core = default_core()
     seq = open_flow(core)
     request = BENIGN % 7
-    for hole in range(MAX_OPEN_GAPS + 2):
+    for _ in range(MAX_OPEN_GAPS + 2):
         seq += 2 * len(request)  # skip one request each time
         send(core, seq - len(request), request)
     state = core.flows.flows()[0].inspector_state
