@@ -217,8 +217,13 @@ def test_worker_deltas_add_up_in_the_hub() -> None:
         flows.size = 10 + round_
         outcomes[LOGGED] += 3
         outcomes[DUPLICATE] += 1
-        hub.add(tally.take_delta(counters, flows, outcomes))
+        lane = {"hits": 100 * (round_ + 1), "handoffs": round_, "flows": 5}
+        hub.add(tally.take_delta(counters, flows, outcomes, lane))
     got = scrape(hub)
+    assert got[("rustyflag_fast_lane_packets_total",
+                (("outcome", "accepted"), ("queue", "3")))] == 300
+    assert got[("rustyflag_fast_lane_packets_total",
+                (("outcome", "handed_back"), ("queue", "3")))] == 2
     assert got[("rustyflag_decisions_total", (("action", "drop"), ("source", "nfqueue")))] == 12
     reason_labels = (("action", "drop"), ("campaign", "Rusty Flag"), ("indicator_kind", "ioa"),
                      ("indicator_type", "argument"), ("source", "nfqueue"),

@@ -58,6 +58,7 @@ class MetricsDelta:
     evictions: int = 0
     expirations: int = 0
     flows: int = 0  # a gauge: flow-table size now
+    fast_lane: dict[str, int] = field(default_factory=dict)  # hits/handoffs of the C fast lane
     latency_buckets: tuple[int, ...] = ()  # per LATENCY_BUCKETS + the +Inf bucket
     latency_sum: float = 0.0
 
@@ -65,7 +66,7 @@ class MetricsDelta:
     def empty(self) -> bool:
         return not (
             self.decisions or self.packets or self.errors or self.evictions or self.expirations
-            or any(self.latency_buckets) or self.log_outcomes
+            or any(self.latency_buckets) or self.log_outcomes or self.fast_lane
         )
 
 
@@ -114,6 +115,7 @@ class WorkerTally:
         self._reset()
         self._last: dict[str, int] = {}
         self._last_packets: dict[str, int] = {}
+        self._last_lane: dict[str, int] = {}
         self._last_log: dict[str, int] = {}
 
     def _reset(self) -> None:
@@ -150,9 +152,11 @@ class WorkerTally:
         counters: _QueueCountersLike,
         flows: _FlowTableLike,
         log_outcomes: dict[str, int],
+        lane: dict[str, int] | None = None,
     ) -> MetricsDelta:
-        """Everything since the last call; `counters`, `flows` and `log_outcomes` are
-        cumulative (the inspector's, the flow table's, the decision log's)."""
+        """Everything since the last call; `counters`, `flows`, `log_outcomes` and `lane`
+        are cumulative (the inspector's, the flow table's, the decision log's, the fast
+        lane's `stats()`)."""
         delta = MetricsDelta(
             queue=self.queue,
             decisions=self.decisions,
@@ -168,6 +172,11 @@ class WorkerTally:
             flows=len(flows),
             latency_buckets=tuple(self.latency),
             latency_sum=self.latency_sum,
+            fast_lane=self._dict_delta(
+                {what: lane[what] for what in ("hits", "handoffs")}, self._last_lane
+            )
+            if lane
+            else {},
         )
         self._reset()
         return delta
@@ -206,6 +215,7 @@ class MetricsHub(Collector):
         self._packets: dict[tuple[int, str], int] = {}
         self._queue_totals: dict[tuple[str, int], int] = {}  # (what, queue)
         self._flows: dict[int, int] = {}
+        self._fast_lane: dict[tuple[int, str], int] = {}  # (queue, hits | handoffs)
         self._latency = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._scrape_errors: dict[str, int] = {}
@@ -241,6 +251,8 @@ class MetricsHub(Collector):
             ):
                 _add(self._queue_totals, (what, delta.queue), n)
             self._flows[delta.queue] = delta.flows
+            for what, n in delta.fast_lane.items():
+                _add(self._fast_lane, (delta.queue, what), n)
             for index, n in enumerate(delta.latency_buckets):
                 self._latency[index] += n
             self._latency_sum += delta.latency_sum
@@ -367,6 +379,15 @@ class MetricsHub(Collector):
                 if kind == what:
                     family.add_metric([str(queue)], n)
             yield family
+        lane = CounterMetricFamily(
+            f"{p}_fast_lane_packets",
+            "Queued packets the C fast lane accepted (accepted) or handed back to the Python "
+            "path (handed_back)",
+            labels=["queue", "outcome"],
+        )
+        for (queue, what), n in sorted(self._fast_lane.items()):
+            lane.add_metric([str(queue), "accepted" if what == "hits" else "handed_back"], n)
+        yield lane
         flows = GaugeMetricFamily(f"{p}_flows", "Flows in the flow table", labels=["queue"])
         for queue, n in sorted(self._flows.items()):
             flows.add_metric([str(queue)], n)

@@ -198,7 +198,12 @@ def worker_main(
         gate.flush(force=wait)
         ship_delta(
             control,
-            lambda: tally.take_delta(inspector.counters, core.flows, gate.outcomes),
+            lambda: tally.take_delta(
+                inspector.counters,
+                core.flows,
+                gate.outcomes,
+                core.lane.stats() if core.lane is not None else None,
+            ),
             wait=wait,
         )
 
