@@ -29,6 +29,7 @@ def test_the_extension_is_built() -> None:
 
     assert _lane.Lane(16384).stats()["flows"] == 0
 
+
 CLIENT4, SERVER4 = "10.211.1.2", "10.211.2.2"
 CLIENT6, SERVER6 = "fd00:211:1::2", "fd00:211:2::2"
 SYN, ACK, PSH, FIN, RST = 0x02, 0x10, 0x08, 0x01, 0x04
@@ -300,7 +301,9 @@ def requests(draw: st.DrawFn) -> bytes:
 @given(
     st.lists(requests(), min_size=1, max_size=6),
     st.lists(
-        st.sampled_from(["whole", "pair", "split", "retransmit", "ack", "past_depth"]),
+        st.sampled_from(
+            ["whole", "pair", "split", "retransmit", "ack", "past_depth", "lost", "late"]
+        ),
         min_size=6,
         max_size=6,
     ),
@@ -315,9 +318,17 @@ def test_lane_decides_as_python(batch: list[bytes], shapes: list[str], v6: bool)
     seq = 1000
     last = b""
     index = 0
+    held_back: list[tuple[bytes, bool]] = []  # "late": sent after the next request
     while index < len(batch):
         shape = shapes[index % len(shapes)]
         data = batch[index]
+        if shape in ("lost", "late"):
+            # A hole: the queue let the segment past (lost), or it is overtaken (late).
+            if shape == "late":
+                held_back.append((tcp_packet(src, dst, 40000, 80, seq, ACK | PSH, data), False))
+            seq += len(data)
+            index += 1
+            continue
         if shape == "pair" and index + 1 < len(batch):
             data += batch[index + 1]
             index += 1
@@ -338,9 +349,12 @@ def test_lane_decides_as_python(batch: list[bytes], shapes: list[str], v6: bool)
             packets.append(
                 (tcp_packet(dst, src, 80, 40000, 5001, ACK, b"HTTP/1.1 200 OK\r\n\r\n"), False)
             )
+        packets.extend(held_back)
+        held_back.clear()
         last = packets[-1][0]
         seq += len(data)
         index += 1
+    packets.extend(held_back)
     packets.append((tcp_packet(src, dst, 40000, 80, seq, ACK | FIN), False))
     run_both(packets)
 
@@ -363,3 +377,27 @@ def pcap_differential(path: Path) -> tuple[int, dict[str, int]]:
 def test_scenario_capture_decides_the_same() -> None:
     count, stats = pcap_differential(REPO / "tests" / "data" / "rusty-flag-scenario.pcap")
     assert count > 0 and stats["admitted"] > 0
+
+
+def test_many_holes_decide_as_python() -> None:
+    """More holes than a flow keeps: C and Python give up the same (oldest) ones."""
+    requests = [GET % str(i).encode() for i in range(40)]
+    requests[2] = GET % b"1%20or%201=1"  # in a hole given up by the time it comes
+    requests[36] = GET % b"2%20or%202=2"  # in a hole still awaited
+    packets = keep_alive([])
+    offsets = [1000]
+    for request in requests:
+        offsets.append(offsets[-1] + len(request))
+    for index in range(1, 40, 2):  # the odd ones first: every even one is a hole
+        packets.append(
+            tcp_packet(CLIENT4, SERVER4, 40000, 80, offsets[index], ACK | PSH, requests[index])
+        )
+    for index in range(0, 40, 2):  # then the holes' bytes, late
+        packets.append(
+            tcp_packet(CLIENT4, SERVER4, 40000, 80, offsets[index], ACK | PSH, requests[index])
+        )
+    fast, decided = run_both([(p, False) for p in packets])
+    late = decided[2 + 20 :]
+    assert late[18].verdict == Verdict.FLAG  # request 36: its hole was still open
+    assert late[1].verdict == Verdict.ACCEPT  # request 2: its hole had been given up
+    assert fast.lane is not None and fast.lane.stats()["holes"] > 0

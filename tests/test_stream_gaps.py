@@ -90,12 +90,27 @@ def test_a_hole_inside_a_request_still_waits() -> None:
     assert send(core, seq + 10, request[10:20]).http is not None  # the hole filled: parsed
 
 
-def test_open_holes_are_bounded() -> None:
+def test_open_holes_are_bounded_the_oldest_given_up() -> None:
     core = default_core()
     seq = open_flow(core)
     request = BENIGN % 7
     for _ in range(MAX_OPEN_GAPS + 2):
         seq += 2 * len(request)  # skip one request each time
-        send(core, seq - len(request), request)
+        assert send(core, seq - len(request), request).verdict == Verdict.ACCEPT
+    send(core, seq, request[:5])  # not a whole request: the fast lane hands the flow back
     state = core.flows.flows()[0].inspector_state
-    assert len(getattr(state, "gaps", [])) == MAX_OPEN_GAPS
+    gaps = getattr(state, "gaps", [])
+    assert len(gaps) == MAX_OPEN_GAPS
+    assert gaps[0].next == 1000 + 4 * len(request)  # the two oldest holes were given up
+
+
+def test_a_hole_the_fast_lane_moved_past_is_still_inspected() -> None:
+    core = default_core()
+    assert core.lane is not None
+    seq = open_flow(core)
+    first, attack, third = BENIGN % 1, ATTACK % 2, BENIGN % 3
+    send(core, seq, first)  # Python inspects it and admits the flow to the lane
+    assert send(core, seq + len(first) + len(attack), third).verdict == Verdict.ACCEPT
+    assert core.lane.stats()["holes"] == 1  # the lane moved past the hole
+    late = send(core, seq + len(first), attack)  # the hole's bytes come: Python parses them
+    assert late.verdict == Verdict.FLAG

@@ -29,6 +29,9 @@
 #define TCP_RST 0x04
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
+/* Holes an entry remembers at most; Lane(max_gaps=) sets how many (engine.py's
+ * MAX_OPEN_GAPS: past it the oldest is given up, in C as in Python). */
+#define LANE_GAPS 64
 
 typedef struct {
     char *text; /* lowercase */
@@ -61,22 +64,27 @@ typedef struct {
     PyObject *decision; /* the flow's plain-accept Decision */
     PyObject *active;   /* the flow table's OrderedDict of active flows */
     PyObject *lookup;   /* this flow's key in it */
+    PyObject *state;    /* the core's per-flow state: add_gap(start, end) */
+    int n_gaps;         /* holes skipped since admission, [start, end) */
+    uint32_t gaps[LANE_GAPS][2];
 } Entry;
 
 typedef struct {
     PyObject_HEAD
     Screen screen;
     Py_ssize_t depth;
+    int max_gaps;
     PyObject *entries; /* dict: packet key bytes -> Entry */
     unsigned long long hits;
     unsigned long long handoffs;
     unsigned long long admitted;
     /* why flows were handed back */
     unsigned long long back_order, back_request, back_table;
+    unsigned long long holes; /* requests accepted after a hole */
 } Lane;
 
 static PyTypeObject EntryType;
-static PyObject *str_move_to_end, *str_last_seen, *str_stream, *str_base;
+static PyObject *str_move_to_end, *str_last_seen, *str_stream, *str_base, *str_add_gap;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -451,6 +459,7 @@ static int Entry_traverse(Entry *self, visitproc visit, void *arg) {
     Py_VISIT(self->decision);
     Py_VISIT(self->active);
     Py_VISIT(self->lookup);
+    Py_VISIT(self->state);
     return 0;
 }
 
@@ -459,6 +468,7 @@ static int Entry_clear(Entry *self) {
     Py_CLEAR(self->decision);
     Py_CLEAR(self->active);
     Py_CLEAR(self->lookup);
+    Py_CLEAR(self->state);
     return 0;
 }
 
@@ -480,10 +490,16 @@ static PyTypeObject EntryType = {
 /* ------------------------------------------------------------------ Lane */
 
 static int Lane_init(Lane *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"depth", NULL};
+    static char *kwlist[] = {"depth", "max_gaps", NULL};
     Py_ssize_t depth;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", kwlist, &depth)) return -1;
+    int max_gaps = 16;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|i", kwlist, &depth, &max_gaps)) return -1;
+    if (max_gaps < 1 || max_gaps > LANE_GAPS) {
+        PyErr_Format(PyExc_ValueError, "max_gaps must be 1..%d", LANE_GAPS);
+        return -1;
+    }
     self->depth = depth;
+    self->max_gaps = max_gaps;
     Py_XSETREF(self->entries, PyDict_New());
     return self->entries ? 0 : -1;
 }
@@ -524,12 +540,13 @@ static PyObject *Lane_disable(Lane *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
-/* admit(packet, next_seq, flow, decision, active, lookup) -> key bytes or None */
+/* admit(packet, next_seq, flow, decision, active, lookup, state) -> key bytes or None */
 static PyObject *Lane_admit(Lane *self, PyObject *args) {
     Py_buffer data;
     unsigned long next_seq;
-    PyObject *flow, *decision, *active, *lookup;
-    if (!PyArg_ParseTuple(args, "y*kOOOO", &data, &next_seq, &flow, &decision, &active, &lookup))
+    PyObject *flow, *decision, *active, *lookup, *state;
+    if (!PyArg_ParseTuple(args, "y*kOOOOO", &data, &next_seq, &flow, &decision, &active, &lookup,
+                          &state))
         return NULL;
     Segment seg;
     PyObject *result = NULL;
@@ -551,6 +568,9 @@ static PyObject *Lane_admit(Lane *self, PyObject *args) {
     entry->active = active;
     Py_INCREF(lookup);
     entry->lookup = lookup;
+    Py_INCREF(state);
+    entry->state = state;
+    entry->n_gaps = 0;
     PyObject_GC_Track(entry);
     if (PyDict_SetItem(self->entries, key, (PyObject *)entry) == 0) {
         self->admitted++;
@@ -582,6 +602,14 @@ static int hand_back(Lane *self, PyObject *key, Entry *entry) {
         Py_XDECREF(base);
     }
     Py_DECREF(stream);
+    for (int g = 0; g < entry->n_gaps && rc == 0; g++) {
+        PyObject *done = PyObject_CallMethod(entry->state, "add_gap", "kk",
+                                             (unsigned long)entry->gaps[g][0],
+                                             (unsigned long)entry->gaps[g][1]);
+        if (done == NULL) rc = -1;
+        Py_XDECREF(done);
+    }
+    entry->n_gaps = 0;
     self->handoffs++;
     if (PyDict_DelItem(self->entries, key) < 0) rc = -1;
     return rc;
@@ -610,7 +638,11 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
     Py_INCREF(entry);
     PyObject *result = Py_None;
     int past_depth = PyObject_IsTrue(args[2]);
-    int clean = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && seg.seq == entry->next_seq;
+    uint32_t ahead = seg.seq - entry->next_seq;
+    /* A request after a hole (a segment fail-open let past): moved past like engine.py
+     * does, the hole kept for Python, which parses its bytes should they come. */
+    int hole = ahead != 0 && ahead < 0x80000000u && seg.payload_len > 0;
+    int clean = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && (ahead == 0 || hole);
     if (!clean) {
         self->back_order++; /* past the depth, a FIN/RST/SYN, a gap or a retransmission */
     } else if (seg.payload_len >= self->depth ||
@@ -631,6 +663,17 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
         }
     }
     if (clean) {
+        if (hole) {
+            if (entry->n_gaps == self->max_gaps) { /* the oldest is given up, as in Python */
+                memmove(entry->gaps[0], entry->gaps[1], sizeof(entry->gaps[0]) * (size_t)(self->max_gaps - 1));
+                entry->n_gaps--;
+            }
+            entry->gaps[entry->n_gaps][0] = entry->next_seq;
+            entry->gaps[entry->n_gaps][1] = seg.seq;
+            entry->n_gaps++;
+            entry->next_seq = seg.seq;
+            self->holes++;
+        }
         entry->next_seq += (uint32_t)seg.payload_len;
         self->hits++;
         result = entry->decision;
@@ -644,10 +687,11 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *Lane_stats(Lane *self, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
+    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
                          self->handoffs, "admitted", self->admitted, "flows",
                          PyDict_GET_SIZE(self->entries), "back_order", self->back_order,
-                         "back_request", self->back_request, "back_table", self->back_table);
+                         "back_request", self->back_request, "back_table", self->back_table,
+                         "holes", self->holes);
 }
 
 /* request_clean(payload) -> bool: the screen alone, for tests. */
@@ -694,7 +738,8 @@ PyMODINIT_FUNC PyInit__lane(void) {
     str_last_seen = PyUnicode_InternFromString("last_seen");
     str_stream = PyUnicode_InternFromString("stream");
     str_base = PyUnicode_InternFromString("base");
-    if (!str_move_to_end || !str_last_seen || !str_stream || !str_base) return NULL;
+    str_add_gap = PyUnicode_InternFromString("add_gap");
+    if (!str_move_to_end || !str_last_seen || !str_stream || !str_base || !str_add_gap) return NULL;
     PyObject *m = PyModule_Create(&lane_module);
     if (m == NULL) return NULL;
     Py_INCREF(&LaneType);

@@ -46,8 +46,9 @@ _HEAD_PAST_DEPTH = "request head longer than the inspection depth: its end is no
 _HEAD_SPLIT_PAST_DEPTH = "request head split past the inspection depth: its rest is not inspected"
 # Payload of a segment the kernel takes for bulk past the depth (IP length >= 1200).
 _BULK_PAYLOAD_BYTES = 1100
-# Holes a flow's stream may be resynchronized over while their bytes are still awaited.
-MAX_OPEN_GAPS = 4
+# Holes a flow's stream keeps awaiting the bytes of; past that the oldest is given up
+# (under overload most holes are segments fail-open let past: they never come).
+MAX_OPEN_GAPS = 16
 _SEQ_MASK = 0xFFFFFFFF
 _SEQ_HALF = 0x80000000
 _GAP_OUT_OF_ORDER = "segment out of order inside a hole the stream moved past: not inspected"
@@ -87,7 +88,7 @@ class _FlowState:
     (and intel version), so it is built once and shared instead of once per packet.
     """
 
-    __slots__ = ("accept", "early_seq", "exhausted", "gaps", "lane_key", "stream")
+    __slots__ = ("accept", "early_seq", "exhausted", "gaps", "lane_key", "max_body", "stream")
 
     def __init__(self) -> None:
         self.stream: HttpRequestStream | None = None
@@ -97,6 +98,13 @@ class _FlowState:
         self.exhausted = False
         self.lane_key: bytes | None = None  # the flow's key in the fast lane, once admitted
         self.gaps: list[_Gap] = []
+        self.max_body = 16384
+
+    def add_gap(self, start: int, end: int) -> None:
+        """Await the bytes [start, end) the stream moved past (the fast lane calls it too)."""
+        if len(self.gaps) >= MAX_OPEN_GAPS:
+            del self.gaps[0]  # given up: its bytes, should they come, are not inspected
+        self.gaps.append(_Gap(start, end, self.max_body))
 
 
 def _in_head(flow: Flow) -> bool:
@@ -145,7 +153,7 @@ class DecisionCore:
         )
         self.lane: Lane | None = None
         if Lane is not None and self.limits.fast_lane:
-            self.lane = Lane(self.limits.inspect_depth)
+            self.lane = Lane(self.limits.inspect_depth, MAX_OPEN_GAPS)
             self.flows.on_forget = _lane_forgetter(self.lane)
             self._configure_lane()
 
@@ -219,9 +227,10 @@ class DecisionCore:
             if not isinstance(state, _FlowState):
                 state = flow.inspector_state = _FlowState()
             expected = self.flows.expected_seq(flow)
-            if expected is not None and len(state.gaps) < MAX_OPEN_GAPS:
+            if expected is not None:
                 # The flow's parser is between requests: it goes on at the new request.
-                state.gaps.append(_Gap(expected, packet.seq, self.limits.inspect_depth))
+                state.max_body = self.limits.inspect_depth
+                state.add_gap(expected, packet.seq)
                 self.flows.resync(flow, packet.seq)
                 update = self.flows.feed(packet, meta.timestamp)
                 new_data = update.new_data
@@ -340,8 +349,9 @@ class DecisionCore:
         if recency is None:
             return
         active, lookup = recency
+        state.max_body = self.limits.inspect_depth
         state.lane_key = lane.admit(
-            data, stream.base, flow, self._plain_accept(flow), active, lookup
+            data, stream.base, flow, self._plain_accept(flow), active, lookup, state
         )
 
     def _fill_gap(
