@@ -8,6 +8,7 @@ path would flag shows up here as a difference.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 from dataclasses import replace
@@ -277,6 +278,8 @@ _HEADER = st.sampled_from(
         "Content-Type: text/plain",
         "X-A:\tb",
         "Expect: 100-continue",
+        "Content-Type: application/octet-stream",
+        "Content-Type: image/gif",
     ]
 )
 
@@ -291,7 +294,7 @@ def requests(draw: st.DrawFn) -> bytes:
     headers = draw(st.lists(_HEADER, max_size=4))
     body = b""
     if method == "POST":
-        body = draw(st.sampled_from([b"num=1", b"num=1'", b"a=b"]))
+        body = draw(st.sampled_from([b"num=1", b"num=1'", b"a=b", b"x" * 700, b"num=1'&" * 90]))
         headers = [*headers, f"Content-Length: {len(body)}"]
     head = f"{method} {target} HTTP/{version}\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n"
     return head.encode() + body
@@ -333,11 +336,14 @@ def test_lane_decides_as_python(batch: list[bytes], shapes: list[str], v6: bool)
             data += batch[index + 1]
             index += 1
         if shape == "split" and len(data) > 4:
-            cut = len(data) // 2
-            packets.append((tcp_packet(src, dst, 40000, 80, seq, ACK, data[:cut]), False))
-            packets.append(
-                (tcp_packet(src, dst, 40000, 80, seq + cut, ACK | PSH, data[cut:]), False)
-            )
+            # Halves, or thirds for a long request (a body in several segments).
+            parts = 3 if len(data) > 300 else 2
+            cuts = [len(data) * k // parts for k in range(parts + 1)]
+            for begin, end in itertools.pairwise(cuts):
+                flags = ACK | PSH if end == len(data) else ACK
+                packets.append(
+                    (tcp_packet(src, dst, 40000, 80, seq + begin, flags, data[begin:end]), False)
+                )
         else:
             packets.append(
                 (tcp_packet(src, dst, 40000, 80, seq, ACK | PSH, data), shape == "past_depth")
@@ -401,3 +407,68 @@ def test_many_holes_decide_as_python() -> None:
     assert late[18].verdict == Verdict.FLAG  # request 36: its hole was still open
     assert late[1].verdict == Verdict.ACCEPT  # request 2: its hole had been given up
     assert fast.lane is not None and fast.lane.stats()["holes"] > 0
+
+
+UPLOAD_HEAD = (
+    b"POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+)
+
+
+def upload(size: int, media: bytes = b"application/octet-stream") -> tuple[bytes, bytes]:
+    return UPLOAD_HEAD % (media, size), bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+
+
+def segments(data: bytes, start: int, size: int) -> list[tuple[int, bytes]]:
+    return [(start + at, data[at : at + size]) for at in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize(
+    ("body_size", "segment", "media"),
+    [
+        (5000, 500, b"application/octet-stream"),
+        (15000, 1000, b"image/png"),
+        (40000, 1400, b"application/octet-stream"),  # past the depth
+        (3000, 300, b"application/x-www-form-urlencoded"),  # read: stays in Python
+        (3000, 300, b"application/octet-stream; charset=utf-16"),
+    ],
+)
+def test_upload_bodies_decide_as_python(body_size: int, segment: int, media: bytes) -> None:
+    head, body = upload(body_size, media)
+    then = GET % b"1%20or%201=1"  # the attack after the upload is still flagged
+    seq = 1000
+    packets = keep_alive([])
+    for at, data in [(seq, head), *segments(body, seq + len(head), segment)]:
+        packets.append(tcp_packet(CLIENT4, SERVER4, 40000, 80, at, ACK | PSH, data))
+    packets.append(
+        tcp_packet(CLIENT4, SERVER4, 40000, 80, seq + len(head) + len(body), ACK | PSH, then)
+    )
+    fast, decided = run_both([(p, False) for p in packets])
+    assert decided[-1].verdict == Verdict.FLAG
+    assert fast.lane is not None
+    if media == b"application/octet-stream" and body_size < 16384:
+        assert fast.lane.stats()["body_hits"] == len(segments(body, 0, segment))
+
+
+def test_upload_interrupted_by_a_retransmission_a_hole_and_a_reload() -> None:
+    head, body = upload(8000)
+    parts = segments(body, 1000 + len(head), 500)
+    packets: list[tuple[bytes, bool]] = [(p, False) for p in keep_alive([])]
+    packets.append((tcp_packet(CLIENT4, SERVER4, 40000, 80, 1000, ACK | PSH, head), False))
+    for index, (at, data) in enumerate(parts):
+        if index == 5:
+            continue  # a hole in the body
+        packets.append((tcp_packet(CLIENT4, SERVER4, 40000, 80, at, ACK | PSH, data), False))
+        if index == 3:
+            packets.append(packets[-2])  # a retransmission
+    fast, slow = both_cores()
+    for number, (packet, past_depth) in enumerate(packets):
+        if number == 8:
+            fast.swap_detector(fast.detector)  # a reload mid-body: kept bytes go back first
+            slow.swap_detector(slow.detector)
+        meta = PacketMeta(timestamp=1.0 + number, past_depth=past_depth)
+        assert summary(fast.decide(packet, meta)) == summary(slow.decide(packet, meta)), number
+    # The hole's bytes come last: both streams complete the upload the same way.
+    at, data = parts[5]
+    late = tcp_packet(CLIENT4, SERVER4, 40000, 80, at, ACK | PSH, data)
+    meta = PacketMeta(timestamp=99.0)
+    assert summary(fast.decide(late, meta)) == summary(slow.decide(late, meta))

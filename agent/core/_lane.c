@@ -67,6 +67,12 @@ typedef struct {
     PyObject *state;    /* the core's per-flow state: add_gap(start, end) */
     int n_gaps;         /* holes skipped since admission, [start, end) */
     uint32_t gaps[LANE_GAPS][2];
+    /* Body mode: the flow is in the body of an opaque upload; its bytes are kept aside
+     * (at most `budget`, under the inspection depth) for Python's catch_up. */
+    int body_mode;
+    Py_ssize_t body_left, budget;
+    char *body;
+    Py_ssize_t body_len, body_cap;
 } Entry;
 
 typedef struct {
@@ -74,14 +80,18 @@ typedef struct {
     Screen screen;
     Py_ssize_t depth;
     int max_gaps;
-    PyObject *entries; /* dict: packet key bytes -> Entry */
+    PyObject *catch_up; /* catch_up(flow, state, body): body bytes kept aside, to Python */
+    PyObject *entries;  /* dict: packet key bytes -> Entry */
     unsigned long long hits;
     unsigned long long handoffs;
     unsigned long long admitted;
     /* why flows were handed back */
     unsigned long long back_order, back_request, back_table;
     unsigned long long holes; /* requests accepted after a hole */
+    unsigned long long body_hits; /* body segments kept aside */
 } Lane;
+
+static int give_body(Lane *self, Entry *entry);
 
 static PyTypeObject EntryType;
 static PyObject *str_move_to_end, *str_last_seen, *str_stream, *str_base, *str_add_gap;
@@ -469,6 +479,9 @@ static int Entry_clear(Entry *self) {
     Py_CLEAR(self->active);
     Py_CLEAR(self->lookup);
     Py_CLEAR(self->state);
+    PyMem_Free(self->body);
+    self->body = NULL;
+    self->body_len = self->body_cap = 0;
     return 0;
 }
 
@@ -490,10 +503,14 @@ static PyTypeObject EntryType = {
 /* ------------------------------------------------------------------ Lane */
 
 static int Lane_init(Lane *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"depth", "max_gaps", NULL};
+    static char *kwlist[] = {"depth", "max_gaps", "catch_up", NULL};
     Py_ssize_t depth;
     int max_gaps = 16;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|i", kwlist, &depth, &max_gaps)) return -1;
+    PyObject *catch_up = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|iO", kwlist, &depth, &max_gaps, &catch_up))
+        return -1;
+    Py_INCREF(catch_up);
+    Py_XSETREF(self->catch_up, catch_up);
     if (max_gaps < 1 || max_gaps > LANE_GAPS) {
         PyErr_Format(PyExc_ValueError, "max_gaps must be 1..%d", LANE_GAPS);
         return -1;
@@ -506,11 +523,13 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kwds) {
 
 static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
     Py_VISIT(self->entries);
+    Py_VISIT(self->catch_up);
     return 0;
 }
 
 static int Lane_clear(Lane *self) {
     Py_CLEAR(self->entries);
+    Py_CLEAR(self->catch_up);
     return 0;
 }
 
@@ -521,10 +540,24 @@ static void Lane_dealloc(Lane *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Before the lane forgets its flows: body bytes kept aside go back to Python. */
+static int flush_bodies(Lane *self) {
+    PyObject *values = PyDict_Values(self->entries);
+    if (values == NULL) return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values) && rc == 0; i++) {
+        Entry *entry = (Entry *)PyList_GET_ITEM(values, i);
+        if (entry->body_mode) rc = give_body(self, entry);
+    }
+    Py_DECREF(values);
+    return rc;
+}
+
 static PyObject *Lane_configure(Lane *self, PyObject *args) {
     PyObject *keys, *names, *routes;
     if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &keys, &PyList_Type, &names, &PyList_Type, &routes))
         return NULL;
+    if (flush_bodies(self) < 0) return NULL;
     PyDict_Clear(self->entries);
     screen_free(&self->screen);
     if (screen_build(&self->screen, keys, names, routes) < 0) {
@@ -535,6 +568,7 @@ static PyObject *Lane_configure(Lane *self, PyObject *args) {
 }
 
 static PyObject *Lane_disable(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    if (flush_bodies(self) < 0) return NULL;
     PyDict_Clear(self->entries);
     screen_free(&self->screen);
     Py_RETURN_NONE;
@@ -545,8 +579,9 @@ static PyObject *Lane_admit(Lane *self, PyObject *args) {
     Py_buffer data;
     unsigned long next_seq;
     PyObject *flow, *decision, *active, *lookup, *state;
-    if (!PyArg_ParseTuple(args, "y*kOOOOO", &data, &next_seq, &flow, &decision, &active, &lookup,
-                          &state))
+    Py_ssize_t body_left = 0, budget = 0;
+    if (!PyArg_ParseTuple(args, "y*kOOOOO|nn", &data, &next_seq, &flow, &decision, &active, &lookup,
+                          &state, &body_left, &budget))
         return NULL;
     Segment seg;
     PyObject *result = NULL;
@@ -571,6 +606,11 @@ static PyObject *Lane_admit(Lane *self, PyObject *args) {
     Py_INCREF(state);
     entry->state = state;
     entry->n_gaps = 0;
+    entry->body_mode = body_left > 0 && budget > 0;
+    entry->body_left = body_left;
+    entry->budget = budget;
+    entry->body = NULL;
+    entry->body_len = entry->body_cap = 0;
     PyObject_GC_Track(entry);
     if (PyDict_SetItem(self->entries, key, (PyObject *)entry) == 0) {
         self->admitted++;
@@ -591,9 +631,33 @@ static PyObject *Lane_discard(Lane *self, PyObject *key) {
     Py_RETURN_NONE;
 }
 
+/* Body mode: the bytes kept aside go to Python, which delivers and parses them. */
+static int give_body(Lane *self, Entry *entry) {
+    if (entry->body_len == 0) return 0;
+    if (self->catch_up == NULL || self->catch_up == Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "fast lane: body bytes but no catch_up");
+        return -1;
+    }
+    PyObject *body = PyBytes_FromStringAndSize(entry->body, entry->body_len);
+    if (body == NULL) return -1;
+    entry->body_len = 0;
+    PyObject *done = PyObject_CallFunctionObjArgs(self->catch_up, entry->flow, entry->state, body, NULL);
+    Py_DECREF(body);
+    if (done == NULL) return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
 /* Hand a flow back: its Python stream continues at the lane's next byte. */
 static int hand_back(Lane *self, PyObject *key, Entry *entry) {
     int rc = 0;
+    if (entry->body_mode) {
+        /* Python's stream stopped at the admission byte: the kept bytes follow it. */
+        rc = give_body(self, entry);
+        self->handoffs++;
+        if (PyDict_DelItem(self->entries, key) < 0) rc = -1;
+        return rc;
+    }
     PyObject *stream = PyObject_GetAttr(entry->flow, str_stream);
     if (stream == NULL) return -1;
     if (stream != Py_None) {
@@ -639,6 +703,53 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *result = Py_None;
     int past_depth = PyObject_IsTrue(args[2]);
     uint32_t ahead = seg.seq - entry->next_seq;
+    if (entry->body_mode) {
+        int take = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && ahead == 0 &&
+                   seg.payload_len <= entry->body_left &&
+                   entry->body_len + seg.payload_len <= entry->budget;
+        if (take && seg.payload_len > 0) {
+            if (entry->body_len + seg.payload_len > entry->body_cap) {
+                Py_ssize_t cap = entry->body_cap ? entry->body_cap * 2 : 4096;
+                while (cap < entry->body_len + seg.payload_len) cap *= 2;
+                char *grown = PyMem_Realloc(entry->body, (size_t)cap);
+                if (grown == NULL) {
+                    take = 0; /* no room: Python takes the flow */
+                } else {
+                    entry->body = grown;
+                    entry->body_cap = cap;
+                }
+            }
+            if (take) {
+                memcpy(entry->body + entry->body_len, seg.payload, (size_t)seg.payload_len);
+                entry->body_len += seg.payload_len;
+                entry->body_left -= seg.payload_len;
+            }
+        }
+        if (take) {
+            PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
+            if (moved == NULL || PyObject_SetAttr(entry->flow, str_last_seen, args[1]) < 0) {
+                PyErr_Clear();
+                take = 0;
+                self->back_table++;
+            }
+            Py_XDECREF(moved);
+        } else {
+            self->back_order++;
+        }
+        PyObject *result = Py_None;
+        if (take) {
+            entry->next_seq += (uint32_t)seg.payload_len;
+            self->hits++;
+            self->body_hits++;
+            result = entry->decision;
+        } else if (hand_back(self, key, entry) < 0) {
+            result = NULL;
+        }
+        Py_DECREF(entry);
+        Py_DECREF(key);
+        Py_XINCREF(result);
+        return result;
+    }
     /* A request after a hole (a segment fail-open let past): moved past like engine.py
      * does, the hole kept for Python, which parses its bytes should they come. */
     int hole = ahead != 0 && ahead < 0x80000000u && seg.payload_len > 0;
@@ -687,11 +798,11 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *Lane_stats(Lane *self, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
+    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
                          self->handoffs, "admitted", self->admitted, "flows",
                          PyDict_GET_SIZE(self->entries), "back_order", self->back_order,
                          "back_request", self->back_request, "back_table", self->back_table,
-                         "holes", self->holes);
+                         "holes", self->holes, "body_hits", self->body_hits);
 }
 
 /* request_clean(payload) -> bool: the screen alone, for tests. */

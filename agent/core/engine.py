@@ -8,6 +8,7 @@ without losing flows.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -26,6 +27,7 @@ from agent.core.decode import DecodeFailure, Packet, decode_ip
 from agent.core.detector import Detector
 from agent.core.flows import Flow, FlowTable
 from agent.core.http import HttpRequestStream, starts_request
+from agent.core.params import body_never_read
 from agent.core.tlsdns import dns_query_name, tls_client_hello_sni
 from agent.intel.model import Action, EvidenceKind
 
@@ -88,7 +90,17 @@ class _FlowState:
     (and intel version), so it is built once and shared instead of once per packet.
     """
 
-    __slots__ = ("accept", "early_seq", "exhausted", "gaps", "lane_key", "max_body", "stream")
+    __slots__ = (
+        "accept",
+        "carried",
+        "carried_anomalies",
+        "early_seq",
+        "exhausted",
+        "gaps",
+        "lane_key",
+        "max_body",
+        "stream",
+    )
 
     def __init__(self) -> None:
         self.stream: HttpRequestStream | None = None
@@ -99,6 +111,9 @@ class _FlowState:
         self.lane_key: bytes | None = None  # the flow's key in the fast lane, once admitted
         self.gaps: list[_Gap] = []
         self.max_body = 16384
+        # Found in body bytes the fast lane kept aside, for the flow's next decision.
+        self.carried: list[Reason] = []
+        self.carried_anomalies: list[tuple[AnomalyKind, str]] = []
 
     def add_gap(self, start: int, end: int) -> None:
         """Await the bytes [start, end) the stream moved past (the fast lane calls it too)."""
@@ -128,6 +143,18 @@ def _between_requests(flow: Flow) -> bool:
     return not state.exhausted and (state.stream is None or state.stream.idle)
 
 
+def _lane_catch_up(core: weakref.ref[DecisionCore]) -> Callable[[object, object, bytes], None]:
+    """The lane's hand-back of a flow whose body bytes it kept aside (a weak reference:
+    the core stays free of reference cycles)."""
+
+    def catch_up(flow: object, state: object, body: bytes) -> None:
+        owner = core()
+        if owner is not None and isinstance(flow, Flow) and isinstance(state, _FlowState):
+            owner._catch_up(flow, state, body)
+
+    return catch_up
+
+
 def _lane_forgetter(lane: Lane) -> Callable[[Flow], None]:
     """The flow table's `on_forget`: a flow that leaves the table leaves the lane. (A
     closure over the lane, not a method: the core stays free of reference cycles.)"""
@@ -153,7 +180,9 @@ class DecisionCore:
         )
         self.lane: Lane | None = None
         if Lane is not None and self.limits.fast_lane:
-            self.lane = Lane(self.limits.inspect_depth, MAX_OPEN_GAPS)
+            self.lane = Lane(
+                self.limits.inspect_depth, MAX_OPEN_GAPS, _lane_catch_up(weakref.ref(self))
+            )
             self.flows.on_forget = _lane_forgetter(self.lane)
             self._configure_lane()
 
@@ -194,6 +223,12 @@ class DecisionCore:
         update = self.flows.feed(packet, meta.timestamp)
         flow = update.flow
         new_data = update.new_data
+        carried: list[Reason] = []
+        carried_anomalies: list[tuple[AnomalyKind, str]] = []
+        state = flow.inspector_state
+        if isinstance(state, _FlowState) and (state.carried or state.carried_anomalies):
+            carried, state.carried = state.carried, []
+            carried_anomalies, state.carried_anomalies = state.carried_anomalies, []
         past_depth_anomaly: tuple[AnomalyKind, str] | None = None
         gap_info: HttpInfo | None = None
         gap_reasons: list[Reason] = []
@@ -262,6 +297,8 @@ class DecisionCore:
             and past_depth_anomaly is None
             and gap_info is None
             and not gap_anomalies
+            and not carried
+            and not carried_anomalies
             and not flow.blocked
             and (
                 packet.proto != _UDP
@@ -274,7 +311,8 @@ class DecisionCore:
             return self._plain_accept(flow)
         reasons = detector.address_reasons(packet) if address_hit else []
         reasons.extend(gap_reasons)
-        anomalies = list(update.anomalies) + gap_anomalies
+        reasons.extend(carried)
+        anomalies = list(update.anomalies) + gap_anomalies + carried_anomalies
         if past_depth_anomaly is not None:
             anomalies.append(past_depth_anomaly)
         http_info: HttpInfo | None = gap_info
@@ -335,23 +373,50 @@ class DecisionCore:
             or not isinstance(state, _FlowState)
             or state.exhausted
             or state.stream is None
-            or not state.stream.idle
-            or not state.stream.keeps_alive
             or stream is None
             or stream.base is None
-            or stream.data
             or stream.held is not None
             or self.detector.snapshot.match_address(packet.src)
             or self.detector.snapshot.match_address(packet.dst)
         ):
             return
+        body_left = budget = 0
+        if state.stream.idle:
+            if stream.data or not state.stream.keeps_alive:
+                return
+        else:
+            # In the body of a request whose head was inspected: if the body is of a type
+            # nothing reads (an opaque upload), the lane keeps its bytes aside, unparsed,
+            # and hands them back (_catch_up) when anything else comes.
+            left = state.stream.body_left()
+            pending = state.stream.head_pending()
+            budget = self.limits.inspect_depth - 1 - len(stream.data)
+            if (
+                left is None
+                or pending is None
+                or pending.seq != state.early_seq
+                or not body_never_read(pending.header("content-type"))
+                or budget <= 0
+            ):
+                return
+            body_left = left
         recency = self.flows.recency(packet, flow)
-        if recency is None:
+        expected = self.flows.expected_seq(flow)
+        if recency is None or expected is None:
             return
         active, lookup = recency
         state.max_body = self.limits.inspect_depth
         state.lane_key = lane.admit(
-            data, stream.base, flow, self._plain_accept(flow), active, lookup, state
+            data, expected, flow, self._plain_accept(flow), active, lookup, state, body_left,
+            budget,
+        )  # fmt: skip
+
+    def _catch_up(self, flow: Flow, state: _FlowState, body: bytes) -> None:
+        """Body bytes the fast lane kept aside, delivered and parsed as the Python path
+        would have (what they hold is carried to the flow's next decision)."""
+        self.flows.append_in_order(flow, body)
+        self._inspect_http(
+            flow, body, False, state.carried, state.carried_anomalies, past_depth=False
         )
 
     def _fill_gap(

@@ -383,6 +383,15 @@ class FlowTable:
         stream.beyond_depth = stream.depth_reported = False
         self.buffered_bytes += stream.footprint() - before
 
+    def append_in_order(self, flow: Flow, data: bytes) -> None:
+        """Deliver client bytes that follow the stream's last byte (taken from a segment the
+        core's fast lane kept aside), as `feed` would have; they must stay under depth."""
+        stream = flow.stream
+        if stream is None or stream.held is not None or len(stream.data) + len(data) >= self.depth:
+            raise ValueError("append_in_order: not an in-order append inside depth")
+        stream.data += data
+        self.buffered_bytes += len(data)
+
     def expected_seq(self, flow: Flow) -> int | None:
         """Sequence number of the next contiguous client byte, once the stream start is known."""
         stream = flow.stream

@@ -376,6 +376,29 @@ class HttpRequestStream:
                 data = self._feed_parser(data, out)
         return out
 
+    def body_left(self) -> int | None:
+        """Bytes still to come of the body of the request in progress, when its head is
+        done and its body is framed by Content-Length (no chunks, no upgrade); else None."""
+        collector = self._collector
+        if (
+            self._stopped
+            or self._tunnel
+            or self._upgrade_request is not None
+            or not collector.in_message
+            or not collector.head_done
+        ):
+            return None
+        lengths = [value for name, value in collector.headers if name.lower() == b"content-length"]
+        if len(lengths) != 1 or any(
+            name.lower() == b"transfer-encoding" for name, _ in collector.headers
+        ):
+            return None
+        text = lengths[0].strip()
+        if not text.isdigit():
+            return None
+        left = int(text) - collector.body_seen
+        return left if left > 0 else None
+
     def head_pending(self) -> HttpRequest | None:
         """The request whose head is complete but body is not yet, if any.
 

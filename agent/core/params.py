@@ -236,6 +236,25 @@ def _cookies(request: HttpRequest, into: _Collector) -> None:
                         return
 
 
+# Bodies of these media types yield no parameter (see _body): opaque uploads.
+_OPAQUE_MEDIA = frozenset(
+    {"application/octet-stream", "application/zip", "application/gzip", "application/x-gzip",
+     "application/x-tar", "application/pdf"}
+)  # fmt: skip
+_OPAQUE_MEDIA_PREFIXES = ("image/", "video/", "audio/", "font/")
+
+
+def body_never_read(content_type: str | None) -> bool:
+    """True when `extract_params` reads nothing from a body of this Content-Type (no
+    charset either): the core's fast lane may then take the body's segments unparsed."""
+    if not content_type or "charset" in content_type.lower():
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    if "form" in media or "json" in media:
+        return False
+    return media in _OPAQUE_MEDIA or media.startswith(_OPAQUE_MEDIA_PREFIXES)
+
+
 def _media_type(request: HttpRequest) -> tuple[str, str]:
     """(lowercased media type, full header value)."""
     value = request.header("content-type") or ""
