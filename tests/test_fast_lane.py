@@ -472,3 +472,24 @@ def test_upload_interrupted_by_a_retransmission_a_hole_and_a_reload() -> None:
     late = tcp_packet(CLIENT4, SERVER4, 40000, 80, at, ACK | PSH, data)
     meta = PacketMeta(timestamp=99.0)
     assert summary(fast.decide(late, meta)) == summary(slow.decide(late, meta))
+
+
+@pytest.mark.parametrize("lose_every", [2, 3, 7])
+@pytest.mark.parametrize("body_size", [6000, 30000])
+def test_upload_with_lost_segments_decides_as_python(lose_every: int, body_size: int) -> None:
+    """Segments of an opaque body fail-open let past: only where the body ends matters."""
+    head, body = upload(body_size)
+    parts = segments(body, 1000 + len(head), 700)
+    packets: list[tuple[bytes, bool]] = [(p, False) for p in keep_alive([])]
+    packets.append((tcp_packet(CLIENT4, SERVER4, 40000, 80, 1000, ACK | PSH, head), False))
+    for index, (at, data) in enumerate(parts):
+        if index % lose_every == 1 and index != len(parts) - 1:
+            continue
+        packets.append((tcp_packet(CLIENT4, SERVER4, 40000, 80, at, ACK | PSH, data), False))
+    after = 1000 + len(head) + len(body)
+    for request in (GET % b"5", GET % b"1%20or%201=1"):
+        packets.append((tcp_packet(CLIENT4, SERVER4, 40000, 80, after, ACK | PSH, request), False))
+        after += len(request)
+    fast, decided = run_both(packets)
+    assert decided[-2].verdict == Verdict.ACCEPT and decided[-1].verdict == Verdict.FLAG
+    assert fast.lane is not None and fast.lane.stats()["holes"] > 0

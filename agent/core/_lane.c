@@ -73,6 +73,14 @@ typedef struct {
     Py_ssize_t body_left, budget;
     char *body;
     Py_ssize_t body_len, body_cap;
+    /* Holes in the body (segments fail-open let past): nothing reads such a body, so
+     * only where it ends matters; Python is told where each hole was. */
+    int n_body_holes;
+    struct {
+        Py_ssize_t offset; /* in `body`: the kept bytes before the hole */
+        Py_ssize_t size;
+        uint32_t seq_after;
+    } body_holes[LANE_GAPS];
 } Entry;
 
 typedef struct {
@@ -611,6 +619,7 @@ static PyObject *Lane_admit(Lane *self, PyObject *args) {
     entry->budget = budget;
     entry->body = NULL;
     entry->body_len = entry->body_cap = 0;
+    entry->n_body_holes = 0;
     PyObject_GC_Track(entry);
     if (PyDict_SetItem(self->entries, key, (PyObject *)entry) == 0) {
         self->admitted++;
@@ -633,16 +642,34 @@ static PyObject *Lane_discard(Lane *self, PyObject *key) {
 
 /* Body mode: the bytes kept aside go to Python, which delivers and parses them. */
 static int give_body(Lane *self, Entry *entry) {
-    if (entry->body_len == 0) return 0;
+    if (entry->body_len == 0 && entry->n_body_holes == 0) return 0;
     if (self->catch_up == NULL || self->catch_up == Py_None) {
         PyErr_SetString(PyExc_RuntimeError, "fast lane: body bytes but no catch_up");
         return -1;
     }
     PyObject *body = PyBytes_FromStringAndSize(entry->body, entry->body_len);
     if (body == NULL) return -1;
+    PyObject *holes = PyList_New(entry->n_body_holes);
+    if (holes == NULL) {
+        Py_DECREF(body);
+        return -1;
+    }
+    for (int h = 0; h < entry->n_body_holes; h++) {
+        PyObject *hole = Py_BuildValue("(nnk)", entry->body_holes[h].offset, entry->body_holes[h].size,
+                                       (unsigned long)entry->body_holes[h].seq_after);
+        if (hole == NULL) {
+            Py_DECREF(body);
+            Py_DECREF(holes);
+            return -1;
+        }
+        PyList_SET_ITEM(holes, h, hole);
+    }
     entry->body_len = 0;
-    PyObject *done = PyObject_CallFunctionObjArgs(self->catch_up, entry->flow, entry->state, body, NULL);
+    entry->n_body_holes = 0;
+    PyObject *done = PyObject_CallFunctionObjArgs(self->catch_up, entry->flow, entry->state, body,
+                                                  holes, NULL);
     Py_DECREF(body);
+    Py_DECREF(holes);
     if (done == NULL) return -1;
     Py_DECREF(done);
     return 0;
@@ -704,8 +731,11 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
     int past_depth = PyObject_IsTrue(args[2]);
     uint32_t ahead = seg.seq - entry->next_seq;
     if (entry->body_mode) {
-        int take = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && ahead == 0 &&
-                   seg.payload_len <= entry->body_left &&
+        /* In order, or after a hole that stays inside the body (with payload). */
+        Py_ssize_t hole = ahead < 0x80000000u ? (Py_ssize_t)ahead : -1;
+        int take = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && hole >= 0 &&
+                   (hole == 0 || (seg.payload_len > 0 && entry->n_body_holes < LANE_GAPS)) &&
+                   hole + seg.payload_len <= entry->body_left &&
                    entry->body_len + seg.payload_len <= entry->budget;
         if (take && seg.payload_len > 0) {
             if (entry->body_len + seg.payload_len > entry->body_cap) {
@@ -718,6 +748,15 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
                     entry->body = grown;
                     entry->body_cap = cap;
                 }
+            }
+            if (take && hole > 0) {
+                entry->body_holes[entry->n_body_holes].offset = entry->body_len;
+                entry->body_holes[entry->n_body_holes].size = hole;
+                entry->body_holes[entry->n_body_holes].seq_after = seg.seq;
+                entry->n_body_holes++;
+                entry->body_left -= hole;
+                entry->next_seq = seg.seq;
+                self->holes++;
             }
             if (take) {
                 memcpy(entry->body + entry->body_len, seg.payload, (size_t)seg.payload_len);

@@ -8,7 +8,7 @@ class Lane:
         self,
         depth: int,
         max_gaps: int = 16,
-        catch_up: Callable[[object, object, bytes], None] | None = None,
+        catch_up: Callable[[object, object, bytes, list[tuple[int, int, int]]], None] | None = None,
     ) -> None: ...
     def configure(
         self, path_keys: list[bytes], names: list[bytes], routes: list[tuple[list[bytes], list[int]]]

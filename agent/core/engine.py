@@ -143,14 +143,19 @@ def _between_requests(flow: Flow) -> bool:
     return not state.exhausted and (state.stream is None or state.stream.idle)
 
 
-def _lane_catch_up(core: weakref.ref[DecisionCore]) -> Callable[[object, object, bytes], None]:
+_Holes = list[tuple[int, int, int]]  # (offset in the kept bytes, hole size, seq after it)
+
+
+def _lane_catch_up(
+    core: weakref.ref[DecisionCore],
+) -> Callable[[object, object, bytes, _Holes], None]:
     """The lane's hand-back of a flow whose body bytes it kept aside (a weak reference:
     the core stays free of reference cycles)."""
 
-    def catch_up(flow: object, state: object, body: bytes) -> None:
+    def catch_up(flow: object, state: object, body: bytes, holes: _Holes) -> None:
         owner = core()
         if owner is not None and isinstance(flow, Flow) and isinstance(state, _FlowState):
-            owner._catch_up(flow, state, body)
+            owner._catch_up(flow, state, body, holes)
 
     return catch_up
 
@@ -244,6 +249,23 @@ class DecisionCore:
             gap_info = self._fill_gap(
                 flow.inspector_state, packet.seq, packet.payload, gap_reasons, gap_anomalies
             )
+        if (
+            not new_data
+            and packet.payload
+            and packet.proto == _TCP
+            and update.to_server
+            and not meta.past_depth
+            and not flow.blocked
+            and flow.key.dest_port in self.limits.http_ports
+            and self.flows.is_ahead(flow, packet.seq)
+            and isinstance(flow.inspector_state, _FlowState)
+        ):
+            # A hole inside the body of an upload nothing reads: only its length counts.
+            hole = self._opaque_body_hole(flow, packet.seq, len(packet.payload))
+            if hole:
+                self._skip_body_hole(flow, flow.inspector_state, hole, packet.seq)
+                update = self.flows.feed(packet, meta.timestamp)
+                new_data = update.new_data
         if (
             not new_data
             and packet.payload
@@ -411,13 +433,48 @@ class DecisionCore:
             budget,
         )  # fmt: skip
 
-    def _catch_up(self, flow: Flow, state: _FlowState, body: bytes) -> None:
-        """Body bytes the fast lane kept aside, delivered and parsed as the Python path
-        would have (what they hold is carried to the flow's next decision)."""
-        self.flows.append_in_order(flow, body)
-        self._inspect_http(
-            flow, body, False, state.carried, state.carried_anomalies, past_depth=False
-        )
+    def _catch_up(self, flow: Flow, state: _FlowState, body: bytes, holes: _Holes) -> None:
+        """Body bytes the fast lane kept aside, and the holes between them, delivered and
+        parsed as the Python path would have, segment by segment (what they hold is
+        carried to the flow's next decision)."""
+        start = 0
+        for offset, size, seq_after in [*holes, (len(body), 0, 0)]:
+            if offset > start:
+                piece = body[start:offset]
+                self.flows.append_in_order(flow, piece)
+                self._inspect_http(
+                    flow, piece, False, state.carried, state.carried_anomalies, past_depth=False
+                )
+            if size:
+                self._skip_body_hole(flow, state, size, seq_after)
+            start = offset
+
+    def _opaque_body_hole(self, flow: Flow, seq: int, size: int) -> int:
+        """The size of the hole before a segment at `seq` inside the body of an upload
+        nothing reads, when the segment stays inside that body; else 0."""
+        state = flow.inspector_state
+        if not isinstance(state, _FlowState) or state.stream is None or state.exhausted:
+            return 0
+        left = state.stream.body_left()
+        pending = state.stream.head_pending()
+        expected = self.flows.expected_seq(flow)
+        if (
+            left is None
+            or pending is None
+            or expected is None
+            or pending.seq != state.early_seq
+            or not body_never_read(pending.header("content-type"))
+        ):
+            return 0
+        hole = (seq - expected) & _SEQ_MASK
+        return hole if 0 < hole < _SEQ_HALF and hole + size <= left else 0
+
+    def _skip_body_hole(self, flow: Flow, state: _FlowState, size: int, seq_after: int) -> None:
+        """Bytes missing inside a body nothing reads (a segment the queue let past): only
+        the length counts, so the parser takes placeholders and the stream goes on after."""
+        assert state.stream is not None
+        state.stream.feed(bytes(size))
+        self.flows.resync(flow, seq_after)
 
     def _fill_gap(
         self,
