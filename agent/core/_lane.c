@@ -737,34 +737,8 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
                    (hole == 0 || (seg.payload_len > 0 && entry->n_body_holes < LANE_GAPS)) &&
                    hole + seg.payload_len <= entry->body_left &&
                    entry->body_len + seg.payload_len <= entry->budget;
-        if (take && seg.payload_len > 0) {
-            if (entry->body_len + seg.payload_len > entry->body_cap) {
-                Py_ssize_t cap = entry->body_cap ? entry->body_cap * 2 : 4096;
-                while (cap < entry->body_len + seg.payload_len) cap *= 2;
-                char *grown = PyMem_Realloc(entry->body, (size_t)cap);
-                if (grown == NULL) {
-                    take = 0; /* no room: Python takes the flow */
-                } else {
-                    entry->body = grown;
-                    entry->body_cap = cap;
-                }
-            }
-            if (take && hole > 0) {
-                entry->body_holes[entry->n_body_holes].offset = entry->body_len;
-                entry->body_holes[entry->n_body_holes].size = hole;
-                entry->body_holes[entry->n_body_holes].seq_after = seg.seq;
-                entry->n_body_holes++;
-                entry->body_left -= hole;
-                entry->next_seq = seg.seq;
-                self->holes++;
-            }
-            if (take) {
-                memcpy(entry->body + entry->body_len, seg.payload, (size_t)seg.payload_len);
-                entry->body_len += seg.payload_len;
-                entry->body_left -= seg.payload_len;
-            }
-        }
         if (take) {
+            /* The flow table's view first (a flow that left it goes to Python untouched). */
             PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
             if (moved == NULL || PyObject_SetAttr(entry->flow, str_last_seen, args[1]) < 0) {
                 PyErr_Clear();
@@ -775,7 +749,31 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
         } else {
             self->back_order++;
         }
-        PyObject *result = Py_None;
+        if (take && entry->body_len + seg.payload_len > entry->body_cap) {
+            Py_ssize_t cap = entry->body_cap ? entry->body_cap * 2 : 4096;
+            while (cap < entry->body_len + seg.payload_len) cap *= 2;
+            char *grown = PyMem_Realloc(entry->body, (size_t)cap);
+            if (grown == NULL) {
+                take = 0; /* no room: Python takes the flow */
+            } else {
+                entry->body = grown;
+                entry->body_cap = cap;
+            }
+        }
+        if (take && hole > 0) {
+            entry->body_holes[entry->n_body_holes].offset = entry->body_len;
+            entry->body_holes[entry->n_body_holes].size = hole;
+            entry->body_holes[entry->n_body_holes].seq_after = seg.seq;
+            entry->n_body_holes++;
+            entry->body_left -= hole;
+            entry->next_seq = seg.seq;
+            self->holes++;
+        }
+        if (take && seg.payload_len > 0) {
+            memcpy(entry->body + entry->body_len, seg.payload, (size_t)seg.payload_len);
+            entry->body_len += seg.payload_len;
+            entry->body_left -= seg.payload_len;
+        }
         if (take) {
             entry->next_seq += (uint32_t)seg.payload_len;
             self->hits++;
@@ -836,6 +834,21 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
     return result;
 }
 
+/* release(key): hand the flow back now, if the lane holds it (a client packet of the flow
+ * the lane could not parse, e.g. IPv4 options or IPv6 extension headers, reached Python). */
+static PyObject *Lane_release(Lane *self, PyObject *key) {
+    Entry *entry = (Entry *)PyDict_GetItemWithError(self->entries, key);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(entry);
+    int rc = hand_back(self, key, entry);
+    Py_DECREF(entry);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Lane_stats(Lane *self, PyObject *Py_UNUSED(ignored)) {
     return Py_BuildValue("{s:K,s:K,s:K,s:n,s:K,s:K,s:K,s:K,s:K}", "hits", self->hits, "handoffs",
                          self->handoffs, "admitted", self->admitted, "flows",
@@ -858,6 +871,7 @@ static PyMethodDef Lane_methods[] = {
     {"disable", (PyCFunction)Lane_disable, METH_NOARGS, "Screen nothing; forget every flow."},
     {"admit", (PyCFunction)Lane_admit, METH_VARARGS, "Take an idle flow in."},
     {"discard", (PyCFunction)Lane_discard, METH_O, "Forget a flow (it left the flow table)."},
+    {"release", (PyCFunction)Lane_release, METH_O, "Hand a flow back now, if held."},
     {"screen", (PyCFunction)(void (*)(void))Lane_screen, METH_FASTCALL, "Decide a packet or hand it back."},
     {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "Counters."},
     {"request_clean", (PyCFunction)Lane_request_clean, METH_O, "Whether the screen passes one request."},

@@ -222,6 +222,15 @@ class DecisionCore:
         if isinstance(packet, DecodeFailure):
             return Decision(Verdict.ACCEPT, detector.intel_version, decode_failure=packet.reason)
 
+        if lane is not None and packet.proto == _TCP and not packet.fragment:
+            # A client segment of a flow the lane holds reached Python (the lane parses only
+            # IPv4 without options and IPv6 without extension headers): take the flow back
+            # first, so the stream is where the lane left it.
+            seen = self.flows.peek(packet)
+            if seen is not None and seen[1]:
+                held = seen[0].inspector_state
+                if isinstance(held, _FlowState) and held.lane_key is not None:
+                    lane.release(held.lane_key)
         # Most packets touch no IOC: probe first, build the reasons list only on a hit.
         match = detector.snapshot.match_address
         address_hit = bool(match(packet.src) or match(packet.dst))

@@ -383,6 +383,18 @@ class FlowTable:
         stream.beyond_depth = stream.depth_reported = False
         self.buffered_bytes += stream.footprint() - before
 
+    def peek(self, pkt: Packet) -> tuple[Flow, bool] | None:
+        """(the packet's flow, whether it goes client -> server), changing nothing."""
+        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        if src < dst or (src == dst and sport <= dport):
+            lookup = (pkt.proto, src, sport, dst, dport)
+        else:
+            lookup = (pkt.proto, dst, dport, src, sport)
+        flow = self._active.get(lookup) or self._closing.get(lookup)
+        if flow is None:
+            return None
+        return flow, src == flow.client_ip and sport == flow.client_port
+
     def append_in_order(self, flow: Flow, data: bytes) -> None:
         """Deliver client bytes that follow the stream's last byte (taken from a segment the
         core's fast lane kept aside), as `feed` would have; they must stay under depth."""
