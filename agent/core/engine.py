@@ -25,7 +25,7 @@ from agent.core.decision import (
 )
 from agent.core.decode import DecodeFailure, Packet, decode_ip
 from agent.core.detector import Detector
-from agent.core.flows import Flow, FlowTable
+from agent.core.flows import Flow, FlowTable, FlowUpdate
 from agent.core.http import HttpRequestStream, starts_request
 from agent.core.params import body_never_read
 from agent.core.tlsdns import dns_query_name, tls_client_hello_sni
@@ -130,6 +130,25 @@ def _in_head(flow: Flow) -> bool:
 def _exhausted(flow: Flow) -> bool:
     state = flow.inspector_state
     return isinstance(state, _FlowState) and state.exhausted
+
+
+def _opaque_body_left(state: _FlowState) -> int | None:
+    """Bytes still to come of a body nothing reads (an opaque upload, Content-Length
+    framed) whose request head was inspected; None when not in such a body."""
+    stream = state.stream
+    if stream is None:
+        return None
+    left = stream.body_left()
+    if left is None:
+        return None
+    pending = stream.head_pending()
+    if (
+        pending is None
+        or pending.seq != state.early_seq
+        or not body_never_read(pending.header("content-type"))
+    ):
+        return None
+    return left
 
 
 def _between_requests(flow: Flow) -> bool:
@@ -247,80 +266,12 @@ class DecisionCore:
         gap_info: HttpInfo | None = None
         gap_reasons: list[Reason] = []
         gap_anomalies: list[tuple[AnomalyKind, str]] = []
-        if (
-            not new_data
-            and packet.payload
-            and packet.proto == _TCP
-            and update.to_server
-            and isinstance(flow.inspector_state, _FlowState)
-            and flow.inspector_state.gaps
-        ):
-            gap_info = self._fill_gap(
-                flow.inspector_state, packet.seq, packet.payload, gap_reasons, gap_anomalies
+        if not new_data and packet.payload and packet.proto == _TCP and update.to_server:
+            # A client segment off the stream's next byte (behind it or after a hole).
+            update, gap_info, past_depth_anomaly = self._off_stream(
+                packet, meta, update, gap_reasons, gap_anomalies
             )
-        if (
-            not new_data
-            and packet.payload
-            and packet.proto == _TCP
-            and update.to_server
-            and not meta.past_depth
-            and not flow.blocked
-            and flow.key.dest_port in self.limits.http_ports
-            and self.flows.is_ahead(flow, packet.seq)
-            and isinstance(flow.inspector_state, _FlowState)
-        ):
-            # A hole inside the body of an upload nothing reads: only its length counts.
-            hole = self._opaque_body_hole(flow, packet.seq, len(packet.payload))
-            if hole:
-                self._skip_body_hole(flow, flow.inspector_state, hole, packet.seq)
-                update = self.flows.feed(packet, meta.timestamp)
-                new_data = update.new_data
-        if (
-            not new_data
-            and packet.payload
-            and packet.proto == _TCP
-            and update.to_server
-            and not meta.past_depth
-            and flow.key.dest_port in self.limits.http_ports
-            and self.flows.is_ahead(flow, packet.seq)
-            and starts_request(packet.payload)
-            and _between_requests(flow)
-        ):
-            # A request after a hole, between requests: the hole may never fill (a segment
-            # the queue let past on overload), so inspect from here and await the hole's
-            # bytes on a stream of their own.
-            state = flow.inspector_state
-            if not isinstance(state, _FlowState):
-                state = flow.inspector_state = _FlowState()
-            expected = self.flows.expected_seq(flow)
-            if expected is not None:
-                # The flow's parser is between requests: it goes on at the new request.
-                state.max_body = self.limits.inspect_depth
-                state.add_gap(expected, packet.seq)
-                self.flows.resync(flow, packet.seq)
-                update = self.flows.feed(packet, meta.timestamp)
-                new_data = update.new_data
-        if (
-            not new_data
-            and packet.payload
-            and packet.proto == _TCP
-            and update.to_server
-            and (meta.past_depth or _exhausted(flow))
-            and self.flows.is_ahead(flow, packet.seq)
-        ):
-            # Past the depth only request starts and short segments arrive: restart the
-            # stream at a request start; after a gap inside a head (a full-sized segment
-            # the kernel kept) or a tiny non-start, the evasion shape is an anomaly.
-            if starts_request(packet.payload):
-                self.flows.resync(flow, packet.seq)
-                flow.inspector_state = None
-                update = self.flows.feed(packet, meta.timestamp)
-                new_data = update.new_data
-            elif meta.past_depth and (len(packet.payload) < TINY_SEGMENT_BYTES or _in_head(flow)):
-                past_depth_anomaly = (
-                    AnomalyKind.PAST_DEPTH_FRAGMENT,
-                    f"{len(packet.payload)}-byte segment after a gap past the inspection depth",
-                )
+            new_data = update.new_data
         if (
             not new_data
             and not address_hit
@@ -386,6 +337,68 @@ class DecisionCore:
             reasons, flow, update.to_server, http_info, anomalies, already_blocked=False
         )
 
+    def _off_stream(
+        self,
+        packet: Packet,
+        meta: PacketMeta,
+        update: FlowUpdate,
+        reasons: list[Reason],
+        anomalies: list[tuple[AnomalyKind, str]],
+    ) -> tuple[FlowUpdate, HttpInfo | None, tuple[AnomalyKind, str] | None]:
+        """A client segment that added nothing to the stream: the bytes of a hole the stream
+        moved past, or a segment after a hole (the update after moving the stream there)."""
+        flow = update.flow
+        state = flow.inspector_state
+        gap_info: HttpInfo | None = None
+        if isinstance(state, _FlowState) and state.gaps:
+            gap_info = self._fill_gap(state, packet.seq, packet.payload, reasons, anomalies)
+        http_flow = flow.key.dest_port in self.limits.http_ports
+        if (
+            not meta.past_depth
+            and not flow.blocked
+            and http_flow
+            and isinstance(state, _FlowState)
+            and self.flows.is_ahead(flow, packet.seq)
+        ):
+            # A hole inside the body of an upload nothing reads: only its length counts.
+            hole = self._opaque_body_hole(flow, packet.seq, len(packet.payload))
+            if hole:
+                self._skip_body_hole(flow, state, hole, packet.seq)
+                return self.flows.feed(packet, meta.timestamp), gap_info, None
+        if (
+            not meta.past_depth
+            and http_flow
+            and self.flows.is_ahead(flow, packet.seq)
+            and starts_request(packet.payload)
+            and _between_requests(flow)
+        ):
+            # A request after a hole, between requests: the hole may never fill (a segment
+            # the queue let past on overload), so inspect from here and await the hole's
+            # bytes on a stream of their own.
+            if not isinstance(state, _FlowState):
+                state = flow.inspector_state = _FlowState()
+            expected = self.flows.expected_seq(flow)
+            if expected is not None:
+                # The flow's parser is between requests: it goes on at the new request.
+                state.max_body = self.limits.inspect_depth
+                state.add_gap(expected, packet.seq)
+                self.flows.resync(flow, packet.seq)
+                return self.flows.feed(packet, meta.timestamp), gap_info, None
+        if (meta.past_depth or _exhausted(flow)) and self.flows.is_ahead(flow, packet.seq):
+            # Past the depth only request starts and short segments arrive: restart the
+            # stream at a request start; after a gap inside a head (a full-sized segment
+            # the kernel kept) or a tiny non-start, the evasion shape is an anomaly.
+            if starts_request(packet.payload):
+                self.flows.resync(flow, packet.seq)
+                flow.inspector_state = None
+                return self.flows.feed(packet, meta.timestamp), gap_info, None
+            if meta.past_depth and (len(packet.payload) < TINY_SEGMENT_BYTES or _in_head(flow)):
+                return update, gap_info, (
+                    AnomalyKind.PAST_DEPTH_FRAGMENT,
+                    f"{len(packet.payload)}-byte segment after a gap past the inspection depth",
+                )
+        return update, gap_info, None
+
     def _admit(self, lane: Lane, data: bytes, packet: Packet, flow: Flow, meta: PacketMeta) -> None:
         """Hand an idle keep-alive HTTP flow to the fast lane, at its next client byte.
 
@@ -416,19 +429,11 @@ class DecisionCore:
             if stream.data or not state.stream.keeps_alive:
                 return
         else:
-            # In the body of a request whose head was inspected: if the body is of a type
-            # nothing reads (an opaque upload), the lane keeps its bytes aside, unparsed,
-            # and hands them back (_catch_up) when anything else comes.
-            left = state.stream.body_left()
-            pending = state.stream.head_pending()
+            # In an opaque upload's body the lane keeps the bytes aside, unparsed, and
+            # hands them back (_catch_up) when anything else comes.
+            left = _opaque_body_left(state)
             budget = self.limits.inspect_depth - 1 - len(stream.data)
-            if (
-                left is None
-                or pending is None
-                or pending.seq != state.early_seq
-                or not body_never_read(pending.header("content-type"))
-                or budget <= 0
-            ):
+            if left is None or budget <= 0:
                 return
             body_left = left
         recency = self.flows.recency(packet, flow)
@@ -462,18 +467,11 @@ class DecisionCore:
         """The size of the hole before a segment at `seq` inside the body of an upload
         nothing reads, when the segment stays inside that body; else 0."""
         state = flow.inspector_state
-        if not isinstance(state, _FlowState) or state.stream is None or state.exhausted:
+        if not isinstance(state, _FlowState) or state.exhausted:
             return 0
-        left = state.stream.body_left()
-        pending = state.stream.head_pending()
+        left = _opaque_body_left(state)
         expected = self.flows.expected_seq(flow)
-        if (
-            left is None
-            or pending is None
-            or expected is None
-            or pending.seq != state.early_seq
-            or not body_never_read(pending.header("content-type"))
-        ):
+        if left is None or expected is None:
             return 0
         hole = (seq - expected) & _SEQ_MASK
         return hole if 0 < hole < _SEQ_HALF and hole + size <= left else 0

@@ -150,6 +150,14 @@ class ClientStream:
         return released
 
 
+def _lookup_of(pkt: Packet) -> _FlowLookup:
+    """The flow-table key of a packet: its 5-tuple, the same in both directions."""
+    src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+    if src < dst or (src == dst and sport <= dport):
+        return (pkt.proto, src, sport, dst, dport)
+    return (pkt.proto, dst, dport, src, sport)
+
+
 def _mismatch_detail(start: int, end: int) -> str:
     return f"client stream offset {start}-{end}: retransmitted bytes differ from the first copy"
 
@@ -253,13 +261,8 @@ class FlowTable:
         if now >= self._next_expiry:
             self._expire(now)
         src = pkt.src
-        dst = pkt.dst
         sport = pkt.sport
-        dport = pkt.dport
-        if src < dst or (src == dst and sport <= dport):
-            lookup = (pkt.proto, src, sport, dst, dport)
-        else:
-            lookup = (pkt.proto, dst, dport, src, sport)
+        lookup = _lookup_of(pkt)
         flow = self._active.get(lookup)
         if flow is not None:
             if now - flow.last_seen > self.idle_timeout:
@@ -385,15 +388,11 @@ class FlowTable:
 
     def peek(self, pkt: Packet) -> tuple[Flow, bool] | None:
         """(the packet's flow, whether it goes client -> server), changing nothing."""
-        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        if src < dst or (src == dst and sport <= dport):
-            lookup = (pkt.proto, src, sport, dst, dport)
-        else:
-            lookup = (pkt.proto, dst, dport, src, sport)
+        lookup = _lookup_of(pkt)
         flow = self._active.get(lookup) or self._closing.get(lookup)
         if flow is None:
             return None
-        return flow, src == flow.client_ip and sport == flow.client_port
+        return flow, pkt.src == flow.client_ip and pkt.sport == flow.client_port
 
     def append_in_order(self, flow: Flow, data: bytes) -> None:
         """Deliver client bytes that follow the stream's last byte (taken from a segment the
@@ -520,11 +519,7 @@ class FlowTable:
     ) -> tuple[OrderedDict[_FlowLookup, Flow], _FlowLookup] | None:
         """(the active flows by recency, `flow`'s key there) when `pkt` belongs to active `flow`:
         lets the fast lane touch a flow as `feed` would (`move_to_end`)."""
-        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        if src < dst or (src == dst and sport <= dport):
-            lookup = (pkt.proto, src, sport, dst, dport)
-        else:
-            lookup = (pkt.proto, dst, dport, src, sport)
+        lookup = _lookup_of(pkt)
         if self._active.get(lookup) is not flow:
             return None
         return self._active, lookup
