@@ -706,6 +706,90 @@ static int hand_back(Lane *self, PyObject *key, Entry *entry) {
     return rc;
 }
 
+/* Keep the flow table's view as the Python path would: recency, last seen. 0: the flow
+ * left the table (Python decides, and no state of the entry was touched). */
+static int touch_flow(Lane *self, Entry *entry, PyObject *now) {
+    PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
+    int ok = moved != NULL && PyObject_SetAttr(entry->flow, str_last_seen, now) == 0;
+    Py_XDECREF(moved);
+    if (!ok) {
+        PyErr_Clear();
+        self->back_table++;
+    }
+    return ok;
+}
+
+/* Body mode: a segment in order, or after a hole that stays inside the body, kept aside. */
+static int take_body(Lane *self, Entry *entry, const Segment *seg, int past_depth, uint32_t ahead,
+                     PyObject *now) {
+    Py_ssize_t hole = ahead < 0x80000000u ? (Py_ssize_t)ahead : -1;
+    int take = past_depth == 0 && (seg->flags & ~TCP_PSH) == TCP_ACK && hole >= 0 &&
+               (hole == 0 || (seg->payload_len > 0 && entry->n_body_holes < LANE_GAPS)) &&
+               hole + seg->payload_len <= entry->body_left &&
+               entry->body_len + seg->payload_len <= entry->budget;
+    if (!take) {
+        self->back_order++;
+        return 0;
+    }
+    if (!touch_flow(self, entry, now)) return 0;
+    if (entry->body_len + seg->payload_len > entry->body_cap) {
+        Py_ssize_t cap = entry->body_cap ? entry->body_cap * 2 : 4096;
+        while (cap < entry->body_len + seg->payload_len) cap *= 2;
+        char *grown = PyMem_Realloc(entry->body, (size_t)cap);
+        if (grown == NULL) return 0; /* no room: Python takes the flow */
+        entry->body = grown;
+        entry->body_cap = cap;
+    }
+    if (hole > 0) {
+        entry->body_holes[entry->n_body_holes].offset = entry->body_len;
+        entry->body_holes[entry->n_body_holes].size = hole;
+        entry->body_holes[entry->n_body_holes].seq_after = seg->seq;
+        entry->n_body_holes++;
+        entry->body_left -= hole;
+        entry->next_seq = seg->seq;
+        self->holes++;
+    }
+    if (seg->payload_len > 0) {
+        memcpy(entry->body + entry->body_len, seg->payload, (size_t)seg->payload_len);
+        entry->body_len += seg->payload_len;
+        entry->body_left -= seg->payload_len;
+    }
+    entry->next_seq += (uint32_t)seg->payload_len;
+    self->body_hits++;
+    return 1;
+}
+
+/* Request mode: one clean request in order, or after a hole (a segment fail-open let
+ * past): moved past as engine.py does, the hole kept for Python, which parses its bytes
+ * should they come. */
+static int take_request(Lane *self, Entry *entry, const Segment *seg, int past_depth,
+                        uint32_t ahead, PyObject *now) {
+    int hole = ahead != 0 && ahead < 0x80000000u && seg->payload_len > 0;
+    if (past_depth != 0 || (seg->flags & ~TCP_PSH) != TCP_ACK || (ahead != 0 && !hole)) {
+        self->back_order++; /* past the depth, a FIN/RST/SYN, a gap or a retransmission */
+        return 0;
+    }
+    if (seg->payload_len >= self->depth ||
+        (seg->payload_len > 0 && !request_clean(&self->screen, seg->payload, seg->payload_len))) {
+        self->back_request++;
+        return 0;
+    }
+    if (!touch_flow(self, entry, now)) return 0;
+    if (hole) {
+        if (entry->n_gaps == self->max_gaps) { /* the oldest is given up, as in Python */
+            memmove(entry->gaps[0], entry->gaps[1], sizeof(entry->gaps[0]) * (size_t)(self->max_gaps - 1));
+            entry->n_gaps--;
+        }
+        entry->gaps[entry->n_gaps][0] = entry->next_seq;
+        entry->gaps[entry->n_gaps][1] = seg->seq;
+        entry->n_gaps++;
+        entry->next_seq = seg->seq;
+        self->holes++;
+    }
+    entry->next_seq += (uint32_t)seg->payload_len;
+    return 1;
+}
+
 /* screen(packet, now, past_depth) -> the flow's accept Decision, or None: decide in Python */
 static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -727,102 +811,12 @@ static PyObject *Lane_screen(Lane *self, PyObject *const *args, Py_ssize_t nargs
         Py_RETURN_NONE;
     }
     Py_INCREF(entry);
-    PyObject *result = Py_None;
     int past_depth = PyObject_IsTrue(args[2]);
     uint32_t ahead = seg.seq - entry->next_seq;
-    if (entry->body_mode) {
-        /* In order, or after a hole that stays inside the body (with payload). */
-        Py_ssize_t hole = ahead < 0x80000000u ? (Py_ssize_t)ahead : -1;
-        int take = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && hole >= 0 &&
-                   (hole == 0 || (seg.payload_len > 0 && entry->n_body_holes < LANE_GAPS)) &&
-                   hole + seg.payload_len <= entry->body_left &&
-                   entry->body_len + seg.payload_len <= entry->budget;
-        if (take) {
-            /* The flow table's view first (a flow that left it goes to Python untouched). */
-            PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
-            if (moved == NULL || PyObject_SetAttr(entry->flow, str_last_seen, args[1]) < 0) {
-                PyErr_Clear();
-                take = 0;
-                self->back_table++;
-            }
-            Py_XDECREF(moved);
-        } else {
-            self->back_order++;
-        }
-        if (take && entry->body_len + seg.payload_len > entry->body_cap) {
-            Py_ssize_t cap = entry->body_cap ? entry->body_cap * 2 : 4096;
-            while (cap < entry->body_len + seg.payload_len) cap *= 2;
-            char *grown = PyMem_Realloc(entry->body, (size_t)cap);
-            if (grown == NULL) {
-                take = 0; /* no room: Python takes the flow */
-            } else {
-                entry->body = grown;
-                entry->body_cap = cap;
-            }
-        }
-        if (take && hole > 0) {
-            entry->body_holes[entry->n_body_holes].offset = entry->body_len;
-            entry->body_holes[entry->n_body_holes].size = hole;
-            entry->body_holes[entry->n_body_holes].seq_after = seg.seq;
-            entry->n_body_holes++;
-            entry->body_left -= hole;
-            entry->next_seq = seg.seq;
-            self->holes++;
-        }
-        if (take && seg.payload_len > 0) {
-            memcpy(entry->body + entry->body_len, seg.payload, (size_t)seg.payload_len);
-            entry->body_len += seg.payload_len;
-            entry->body_left -= seg.payload_len;
-        }
-        if (take) {
-            entry->next_seq += (uint32_t)seg.payload_len;
-            self->hits++;
-            self->body_hits++;
-            result = entry->decision;
-        } else if (hand_back(self, key, entry) < 0) {
-            result = NULL;
-        }
-        Py_DECREF(entry);
-        Py_DECREF(key);
-        Py_XINCREF(result);
-        return result;
-    }
-    /* A request after a hole (a segment fail-open let past): moved past like engine.py
-     * does, the hole kept for Python, which parses its bytes should they come. */
-    int hole = ahead != 0 && ahead < 0x80000000u && seg.payload_len > 0;
-    int clean = past_depth == 0 && (seg.flags & ~TCP_PSH) == TCP_ACK && (ahead == 0 || hole);
-    if (!clean) {
-        self->back_order++; /* past the depth, a FIN/RST/SYN, a gap or a retransmission */
-    } else if (seg.payload_len >= self->depth ||
-               (seg.payload_len > 0 && !request_clean(&self->screen, seg.payload, seg.payload_len))) {
-        clean = 0;
-        self->back_request++;
-    }
-    if (clean) {
-        /* Keep the flow table's view as the Python path would: last seen, recency. */
-        PyObject *moved = PyObject_CallMethodOneArg(entry->active, str_move_to_end, entry->lookup);
-        if (moved == NULL || PyObject_SetAttr(entry->flow, str_last_seen, args[1]) < 0) {
-            Py_XDECREF(moved);
-            PyErr_Clear(); /* the flow left the table: Python decides */
-            clean = 0;
-            self->back_table++;
-        } else {
-            Py_DECREF(moved);
-        }
-    }
-    if (clean) {
-        if (hole) {
-            if (entry->n_gaps == self->max_gaps) { /* the oldest is given up, as in Python */
-                memmove(entry->gaps[0], entry->gaps[1], sizeof(entry->gaps[0]) * (size_t)(self->max_gaps - 1));
-                entry->n_gaps--;
-            }
-            entry->gaps[entry->n_gaps][0] = entry->next_seq;
-            entry->gaps[entry->n_gaps][1] = seg.seq;
-            entry->n_gaps++;
-            entry->next_seq = seg.seq;
-            self->holes++;
-        }
-        entry->next_seq += (uint32_t)seg.payload_len;
+    int taken = entry->body_mode ? take_body(self, entry, &seg, past_depth, ahead, args[1])
+                                 : take_request(self, entry, &seg, past_depth, ahead, args[1]);
+    PyObject *result = Py_None;
+    if (taken) {
         self->hits++;
         result = entry->decision;
     } else if (hand_back(self, key, entry) < 0) {

@@ -61,12 +61,11 @@ class _Gap:
     segment the queue let past on overload, a reordering). Its bytes, should they come,
     are parsed on a stream of their own, in order, so skipping never hides a request."""
 
-    __slots__ = ("early_seq", "end", "max_body", "next", "stream")
+    __slots__ = ("early_seq", "end", "next", "stream")
 
-    def __init__(self, start: int, end: int, max_body: int) -> None:
+    def __init__(self, start: int, end: int) -> None:
         self.next = start
         self.end = end
-        self.max_body = max_body
         # Built when the hole's first byte comes: most holes never fill (overload).
         self.stream: HttpRequestStream | None = None
         self.early_seq = -1
@@ -98,7 +97,6 @@ class _FlowState:
         "exhausted",
         "gaps",
         "lane_key",
-        "max_body",
         "stream",
     )
 
@@ -110,7 +108,6 @@ class _FlowState:
         self.exhausted = False
         self.lane_key: bytes | None = None  # the flow's key in the fast lane, once admitted
         self.gaps: list[_Gap] = []
-        self.max_body = 16384
         # Found in body bytes the fast lane kept aside, for the flow's next decision.
         self.carried: list[Reason] = []
         self.carried_anomalies: list[tuple[AnomalyKind, str]] = []
@@ -119,7 +116,7 @@ class _FlowState:
         """Await the bytes [start, end) the stream moved past (the fast lane calls it too)."""
         if len(self.gaps) >= MAX_OPEN_GAPS:
             del self.gaps[0]  # given up: its bytes, should they come, are not inspected
-        self.gaps.append(_Gap(start, end, self.max_body))
+        self.gaps.append(_Gap(start, end))
 
 
 def _in_head(flow: Flow) -> bool:
@@ -380,7 +377,6 @@ class DecisionCore:
             expected = self.flows.expected_seq(flow)
             if expected is not None:
                 # The flow's parser is between requests: it goes on at the new request.
-                state.max_body = self.limits.inspect_depth
                 state.add_gap(expected, packet.seq)
                 self.flows.resync(flow, packet.seq)
                 return self.flows.feed(packet, meta.timestamp), gap_info, None
@@ -441,7 +437,6 @@ class DecisionCore:
         if recency is None or expected is None:
             return
         active, lookup = recency
-        state.max_body = self.limits.inspect_depth
         state.lane_key = lane.admit(
             data, expected, flow, self._plain_accept(flow), active, lookup, state, body_left,
             budget,
@@ -510,7 +505,7 @@ class DecisionCore:
             gap.next = (gap.next + len(data)) & _SEQ_MASK
             stream = gap.stream
             if stream is None:
-                stream = gap.stream = HttpRequestStream(max_body=gap.max_body)
+                stream = gap.stream = HttpRequestStream(max_body=self.limits.inspect_depth)
             requests = stream.feed(data)
             if gap.next == gap.end:
                 requests.extend(stream.finish())
